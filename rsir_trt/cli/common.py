@@ -1,0 +1,48 @@
+"""Shared CLI pieces: consoles, dataset options, tables."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import RsirError
+
+console = Console()
+err_console = Console(stderr=True)
+
+DataOpt = typer.Option(None, "--data", "-d", help="Dataset file or name (ml-100k [default], beauty, sports).")
+FormatOpt = typer.Option("auto", "--format", help="auto | lines | inter | csv")
+MaxLenOpt = typer.Option(50, "--max-len", help="Keep each user's last N items; also the model's S_max.")
+KcoreOpt = typer.Option(0, "--kcore", help="Iterative k-core filter (0 = off).")
+
+
+def check(cond: bool, message: str) -> None:
+    if not cond:
+        raise RsirError(message)
+
+
+def metrics_table(title: str, rows: dict[str, dict], keys=("recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr")) -> Table:
+    table = Table(title=title)
+    table.add_column("")
+    for k in keys:
+        table.add_column(k, justify="right")
+    for name, m in rows.items():
+        table.add_row(name, *(f"{m[k]:.4f}" if k in m else "-" for k in keys))
+    return table
+
+
+def out_dir(path: Optional[Path], default: str) -> Path:
+    path = Path(path or default)
+    if path.exists() and not path.is_dir():
+        raise RsirError(f"--out {path}: exists and is not a directory")
+    parent = path.parent if path.parent != Path("") else Path(".")
+    if not parent.is_dir():
+        raise RsirError(f"--out {path}: parent directory {parent} does not exist")
+    try:
+        path.mkdir(exist_ok=True)
+    except OSError as e:
+        raise RsirError(f"--out {path}: cannot create ({e.strerror})") from None
+    return path

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from ..atomic import write_json
+from ..build import build_engine
+from ..data import open_dataset, write_synthetic
+from ..errors import RsirError
+from ..generate import GenConfig, generate
+from ..runtime import open_runtime
+from .common import FormatOpt, console, err_console
+
+
+def build_engine_cmd(
+    ckpt: Path = typer.Argument(..., help="Checkpoint file or training run directory."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Engine path without suffix (default engines/<run>)."),
+    backend: str = typer.Option("auto", "--backend", help="auto | onnxruntime | tensorrt"),
+    topk: int = typer.Option(0, "--topk", help="Also output top-k ids/scores (needed for sampling)."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 (TensorRT)"),
+    min_batch: int = typer.Option(1, "--min-batch"),
+    opt_batch: int = typer.Option(256, "--opt-batch"),
+    max_batch: int = typer.Option(4096, "--max-batch"),
+    exporter: str = typer.Option("torchscript", "--exporter", help="torchscript (fast) | dynamo"),
+):
+    """Export a checkpoint's decode step + RSIR head to ONNX and build an engine."""
+    if exporter not in ("torchscript", "dynamo"):
+        raise RsirError(f"--exporter: {exporter!r} is not one of torchscript, dynamo")
+    name = ckpt.parent.name if ckpt.suffix == ".pt" else ckpt.name
+    stem = out or Path("engines") / name
+    if not Path(stem).parent.is_dir():
+        raise RsirError(f"--out {stem}: directory {Path(stem).parent} does not exist")
+    s = build_engine(ckpt, Path(stem), backend, topk, precision, (min_batch, opt_batch, max_batch),
+                     dynamo=exporter == "dynamo")
+    table = Table(title="engine built")
+    table.add_column("field")
+    table.add_column("value")
+    for k, v in s.items():
+        table.add_row(k, f"{v:.2f}" if isinstance(v, float) else str(v))
+    console.print(table)
+
+
+def generate_cmd(
+    engine: Path = typer.Option(..., "--engine", "-e", help="engine (.onnx/.plan) or checkpoint (torch/reference)."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="Dataset (default ml-100k)."),
+    fmt: str = FormatOpt,
+    out: Path = typer.Option(..., "--out", "-o", help="Output file (one line per synthetic user)."),
+    backend: str = typer.Option("auto", "--backend", help="auto | onnxruntime | tensorrt | torch | reference"),
+    provider: str = typer.Option("cpu", "--provider", help="onnxruntime provider: cpu | cuda | tensorrt"),
+    tau: int = typer.Option(10, "--tau"), p: float = typer.Option(0.5, "--p"), m: int = typer.Option(5, "--m"),
+    max_len: int = typer.Option(50, "--max-len"),
+    keep_failing: bool = typer.Option(False, "--keep-failing", help="Keep the item before a failing check (authors' code)."),
+    start: str = typer.Option("first", "--start", help="first | prefix"),
+    sample_topk: int = typer.Option(0, "--sample-topk", help="0 = greedy; k = top-k sampling."),
+    temperature: float = typer.Option(1.0, "--temperature"),
+    synthetic_seeds: bool = typer.Option(False, "--synthetic-seeds", help="Also seed from --extra rows."),
+    seed: int = typer.Option(0, "--seed"),
+    batch_size: int = typer.Option(256, "--batch-size"),
+):
+    """Generate synthetic sequences with fidelity control; writes them + a JSON summary."""
+    cfg = GenConfig(tau=tau, p=p, m=m, max_len=max_len, keep_failing=keep_failing, start=start,
+                    sample_topk=sample_topk, temperature=temperature, synthetic_seeds=synthetic_seeds,
+                    seed=seed, batch_size=batch_size)
+    cfg.check()
+    if out.exists() and out.is_dir():
+        raise RsirError(f"--out {out}: is a directory")
+    if not out.parent.is_dir():
+        raise RsirError(f"--out {out}: directory {out.parent} does not exist")
+    runtime = open_runtime(engine, backend, provider=provider, topk=sample_topk)
+    ds = open_dataset(data, fmt, max_len=runtime.meta.max_len, item_tokens=runtime.meta.item_tokens)
+    runtime.meta.check(str(engine), item_tokens=ds.item_tokens, max_len=max_len, topk=sample_topk)
+    from rich.progress import Progress
+    with Progress(console=err_console, transient=True) as bar:
+        task = bar.add_task(f"generating on {runtime.name}", total=None)
+        result = generate(runtime, ds, cfg, progress=lambda d, n: bar.update(task, completed=d, total=n))
+    ds.synthetic = result.synthetic
+    write_synthetic(out, ds)
+    write_json(Path(str(out) + ".json"), result.stats)
+    st = result.stats
+    table = Table(title=f"generated on {runtime.name}: {ds.name}")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    for k in ("trajectories", "kept", "too_short", "duplicates", "mean_len", "new_interactions",
+              "density_before_pct", "density_after_pct", "seconds", "sequences_per_s", "items_per_s"):
+        table.add_row(k, f"{st[k]:,}" if isinstance(st[k], int) else str(st[k]))
+    for r, n in st["stop_reasons"].items():
+        table.add_row(f"stop: {r}", f"{n:,}")
+    console.print(table)
+    console.print(f"wrote {out} and {out}.json")

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..data import open_dataset
+from ..generate import GenConfig
+from ..loop import LoopConfig, Run, start_run
+from ..report import markdown
+from ..train import TrainConfig
+from .common import DataOpt, console
+
+
+def loop_cmd(
+    data: Optional[str] = DataOpt,
+    iterations: int = typer.Option(3, "--iterations", "-k"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default runs/loop-<data>)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its last finished step."),
+    teacher: str = typer.Option("sasrec", "--teacher", help="Model that generates (sasrec | gru4rec)."),
+    student: Optional[str] = typer.Option(None, "--student", help="Model evaluated (default: the teacher)."),
+    finetune: bool = typer.Option(False, "--finetune", help="RSIR-FT: successor starts from its predecessor."),
+    stop_early: bool = typer.Option(False, "--stop-early", help="Stop when validation stops improving."),
+    backend: str = typer.Option("onnxruntime", "--backend", help="onnxruntime | tensorrt | torch | reference"),
+    max_len: int = typer.Option(50, "--max-len"),
+    dim: int = typer.Option(64, "--dim"),
+    dropout: float = typer.Option(0.5, "--dropout"),
+    lr: float = typer.Option(2e-3, "--lr"),
+    batch_size: int = typer.Option(128, "--batch-size"),
+    epochs: int = typer.Option(200, "--epochs"),
+    patience: int = typer.Option(10, "--patience"),
+    loss: str = typer.Option("ce", "--loss"),
+    tau: int = typer.Option(10, "--tau", help="Fidelity rank threshold (vocabulary size = no check)."),
+    p: float = typer.Option(0.5, "--p"),
+    m: int = typer.Option(5, "--m"),
+    keep_failing: bool = typer.Option(False, "--keep-failing"),
+    sample_topk: int = typer.Option(0, "--sample-topk"),
+    gen_batch: int = typer.Option(256, "--gen-batch"),
+    seed: int = typer.Option(0, "--seed"),
+):
+    """The RSIR recursion: train -> build engine -> generate -> merge -> train successor, K times."""
+    cfg = LoopConfig(data=data, iterations=iterations, teacher=teacher, student=student or teacher,
+                     finetune=finetune, stop_early=stop_early, backend=backend, max_len=max_len, dim=dim,
+                     dropout=dropout, seed=seed,
+                     train=TrainConfig(loss=loss, lr=lr, batch_size=batch_size, epochs=epochs, patience=patience).__dict__,
+                     gen=GenConfig(tau=tau, p=p, m=m, max_len=max_len, keep_failing=keep_failing,
+                                   sample_topk=sample_topk, batch_size=gen_batch).__dict__)
+    if backend not in ("onnxruntime", "tensorrt", "torch", "reference"):
+        from ..errors import RsirError
+        raise RsirError(f"--backend: {backend!r} is not one of onnxruntime, tensorrt, torch, reference")
+    ds = open_dataset(data, max_len=max_len)
+    root = Path(out or f"runs/loop-{ds.name}")
+    if not root.parent.is_dir():
+        from ..errors import RsirError
+        raise RsirError(f"--out {root}: directory {root.parent} does not exist")
+    start_run(root, cfg, resume)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                  TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("", total=None, info="")
+
+        def log(msg):
+            bar.console.print(msg)
+            bar.update(task, description=msg, completed=0, info="")
+
+        def progress(epoch, loss_, valid, is_best):
+            info = f"epoch {epoch} loss {loss_:.3f} valid ndcg@20 {valid['ndcg@20']:.4f}{'*' if is_best else ''}"
+            bar.update(task, info=info)
+            if not console.is_terminal:
+                console.print(info)
+        report = Run(root, cfg, ds, log=log, progress=progress).run()
+    console.print(f"\n[bold]{report['title']}[/bold]")
+    console.print(markdown(report["iterations"]))
+    console.print(f"report: {root / 'report.md'}, plot: {root / 'metrics.png'}")

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .. import checkpoint
+from ..atomic import write_json
+from ..data import open_dataset
+from ..evaluate import evaluate
+from ..models import ModelConfig, create_model
+from ..train import TrainConfig, train
+from .common import DataOpt, FormatOpt, KcoreOpt, MaxLenOpt, console, metrics_table, out_dir
+
+
+def fit(model, data, cfg: TrainConfig, title: str, quiet: bool = False):
+    """Train with a rich progress bar; returns the TrainResult."""
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                  TimeElapsedColumn(), console=console, disable=quiet, transient=False) as bar:
+        task = bar.add_task(title, total=cfg.epochs, info="")
+
+        def progress(epoch, loss, valid, is_best):
+            mark = "*" if is_best else " "
+            bar.update(task, completed=epoch,
+                       info=f"ep {epoch} loss {loss:.4f} valid ndcg@20 {valid['ndcg@20']:.4f}{mark}")
+        return train(model, data, cfg, progress=progress)
+
+
+def train_cmd(
+    data: Optional[str] = DataOpt,
+    fmt: str = FormatOpt,
+    model: str = typer.Option("sasrec", "--model", help="sasrec | gru4rec"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default runs/<data>-<model>)."),
+    max_len: int = MaxLenOpt,
+    kcore: int = KcoreOpt,
+    dim: int = typer.Option(64, "--dim"),
+    layers: int = typer.Option(2, "--layers"),
+    heads: int = typer.Option(2, "--heads"),
+    dropout: float = typer.Option(0.5, "--dropout"),
+    loss: str = typer.Option("ce", "--loss", help="ce (full softmax) | sampled"),
+    negatives: int = typer.Option(256, "--negatives", help="Uniform negatives for --loss sampled."),
+    lr: float = typer.Option(2e-3, "--lr"),
+    batch_size: int = typer.Option(128, "--batch-size"),
+    epochs: int = typer.Option(200, "--epochs"),
+    patience: int = typer.Option(10, "--patience"),
+    seed: int = typer.Option(0, "--seed"),
+):
+    """Train a sequential recommender; keeps the best-validation checkpoint, reports test."""
+    ds = open_dataset(data, fmt, max_len=max_len, k_core=kcore)
+    out = out_dir(out, f"runs/{ds.name}-{model}")
+    cfg = TrainConfig(loss=loss, negatives=negatives, lr=lr, batch_size=batch_size, epochs=epochs,
+                      patience=patience, seed=seed)
+    mcfg = ModelConfig(kind=model, num_items=ds.num_items, max_len=max_len, dim=dim, layers=layers,
+                       heads=heads, dropout=dropout, attn_dropout=dropout)
+    net = create_model(mcfg, seed=seed)
+    result = fit(net, ds, cfg, f"{model} on {ds.name}")
+    test = evaluate(net, ds, "test")
+    data_info = {"source": data, "format": fmt, "max_len": max_len, "kcore": kcore, "name": ds.name}
+    checkpoint.save(out / "model.pt", net, ds.item_tokens, data=data_info, train=cfg.__dict__,
+                    result={"best_epoch": result.best_epoch, "seconds": result.seconds,
+                            "epochs_run": result.epochs_run})
+    metrics = {"data": ds.stats(), "model": mcfg.to_dict(), "train": cfg.__dict__,
+               "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+               "seconds": round(result.seconds, 1), "valid": result.valid, "test": test}
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "history.json", result.history)
+    console.print(metrics_table(f"{model} on {ds.name}: best epoch {result.best_epoch} of "
+                                f"{result.epochs_run}, {result.seconds:.0f} s",
+                                {"valid": result.valid, "test": test}))
+    console.print(f"checkpoint: {out / 'model.pt'}")
+
+
+def evaluate_cmd(
+    ckpt: Path = typer.Argument(..., help="Checkpoint file or run directory."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="Dataset (default: the one it was trained on)."),
+    fmt: str = FormatOpt,
+    split: str = typer.Option("test", "--split", help="valid | test"),
+    json_out: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
+):
+    """Full-ranking Recall/NDCG@5/10/20 and MRR of a checkpoint, history items excluded."""
+    net, payload = checkpoint.load_model(ckpt)
+    info = payload.get("data", {})
+    ds = open_dataset(data or info.get("source"), fmt if data else info.get("format", "auto"),
+                      max_len=info.get("max_len", net.config.max_len), k_core=info.get("kcore", 0),
+                      item_tokens=payload["item_tokens"])
+    m = evaluate(net, ds, split)
+    if json_out:
+        console.print_json(json.dumps(m))
+    else:
+        console.print(metrics_table(f"{net.config.kind} on {ds.name} ({split})", {split: m}))

@@ -1,0 +1,68 @@
+"""Full-ranking evaluation: every item is a candidate, the user's history is excluded.
+
+rank = #{items scoring strictly above the target}; Recall@K = [rank < K],
+NDCG@K = [rank < K] / log2(rank + 2), MRR = 1 / (rank + 1). Averaged over users."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .data import SequenceData
+
+KS = (5, 10, 20)
+
+
+def pad(seqs: list[np.ndarray], length: int | None = None) -> torch.Tensor:
+    """Right-pad with 0 to the longest sequence (or `length`)."""
+    T = length or max(len(s) for s in seqs)
+    out = np.zeros((len(seqs), T), dtype=np.int64)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = s
+    return torch.from_numpy(out)
+
+
+def target_ranks(scores: torch.Tensor, targets: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+    """scores [B, V]; targets [B]; history [B, T] padded with 0 -> 0-based ranks [B].
+
+    Padding and history items are excluded; the target itself never is (a repeat
+    consumption still counts)."""
+    target_score = scores.gather(1, targets[:, None])
+    scores = scores.scatter(1, history, float("-inf"))
+    scores[:, 0] = float("-inf")
+    return (scores > target_score).sum(1)
+
+
+def metrics_from_ranks(ranks: np.ndarray, ks=KS) -> dict[str, float]:
+    ranks = np.asarray(ranks, dtype=np.float64)
+    out = {}
+    for k in ks:
+        hit = ranks < k
+        out[f"recall@{k}"] = float(hit.mean())
+        out[f"ndcg@{k}"] = float((hit / np.log2(ranks + 2)).mean())
+    out["mrr"] = float((1.0 / (ranks + 1)).mean())
+    return out
+
+
+@torch.no_grad()
+def rank_users(model, inputs: list[np.ndarray], targets: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    was_training = model.training
+    model.eval()
+    ranks = np.zeros(len(inputs), dtype=np.int64)
+    max_len = model.config.max_len
+    order = np.argsort([len(s) for s in inputs], kind="stable")  # similar lengths: little padding
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        # the model sees at most its last S_max items; history exclusion uses all of them
+        hist = [inputs[i] for i in idx]
+        seqs = [s[-max_len:] for s in hist]
+        lengths = torch.tensor([len(s) for s in seqs])
+        h = model.encode(pad(seqs))[torch.arange(len(seqs)), lengths - 1]
+        scores = h @ model.item_weight.T
+        ranks[idx] = target_ranks(scores, torch.from_numpy(targets[idx]), pad(hist)).numpy()
+    model.train(was_training)
+    return ranks
+
+
+def evaluate(model, data: SequenceData, split: str = "valid", batch_size: int = 1024) -> dict[str, float]:
+    inputs, targets = data.eval_inputs(split)
+    return metrics_from_ranks(rank_users(model, inputs, targets, batch_size))

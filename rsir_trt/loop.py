@@ -1,0 +1,207 @@
+"""The RSIR recursion in a run directory, resumable step by step.
+
+    iter_k/<model>.pt       f_k trained on D_k (teacher and, if different, student)
+    iter_k/metrics.json     its validation and test metrics
+    iter_k/engine.onnx      the teacher's decode-step engine      (k < K)
+    iter_k/synthetic.npz    accepted sequences, internal ids       (k < K)
+    iter_k/synthetic.txt    the same in the user's ids (+ .provenance.tsv)
+    iter_k/train_augmented.txt   D_{k+1}: real training prefixes + all synthetic rows
+    state.json              steps finished, written after each step's outputs are complete
+    report.json, report.md, metrics.png
+
+Every step is deterministic given the config, so a killed run resumed with `resume`
+ends with exactly the results of an uninterrupted one."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import checkpoint, fault
+from .atomic import atomic_path, write_json
+from .data import SequenceData, Synthetic, write_synthetic, write_training_file
+from .errors import RsirError
+from .evaluate import evaluate
+from .generate import GenConfig, generate
+from .models import ModelConfig, create_model
+from .train import TrainConfig, train
+
+
+@dataclass
+class LoopConfig:
+    data: str | None = None
+    iterations: int = 3
+    teacher: str = "sasrec"
+    student: str = "sasrec"
+    finetune: bool = False        # RSIR-FT: successor starts from its predecessor
+    stop_early: bool = False      # stop when the student's validation metric stops improving
+    backend: str = "onnxruntime"  # engine for generation
+    max_len: int = 50
+    dim: int = 64
+    layers: int = 2
+    heads: int = 2
+    dropout: float = 0.5
+    train: dict = field(default_factory=dict)
+    gen: dict = field(default_factory=dict)
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.iterations < 1:
+            raise RsirError(f"--iterations must be >= 1, got {self.iterations}")
+        TrainConfig(**self.train).check()
+        GenConfig(**self.gen).check()
+
+    def comparable(self) -> dict:
+        """What must match to resume (the iteration count may grow)."""
+        d = asdict(self)
+        d.pop("iterations")
+        return d
+
+
+class Run:
+    def __init__(self, root: Path, cfg: LoopConfig, data: SequenceData, log=print, progress=None):
+        self.root, self.cfg, self.base, self.log, self.progress = Path(root), cfg, data, log, progress
+        self.state_path = self.root / "state.json"
+        self.done: list[str] = json.loads(self.state_path.read_text())["done"] if self.state_path.exists() else []
+
+    # --- bookkeeping -------------------------------------------------------------
+    def mark(self, step: str) -> None:
+        self.done.append(step)
+        write_json(self.state_path, {"done": self.done})
+
+    def it(self, k: int) -> Path:
+        d = self.root / f"iter{k}"
+        d.mkdir(exist_ok=True)
+        return d
+
+    def data_at(self, k: int) -> SequenceData:
+        """D_k = D_0 plus the synthetic rows of iterations < k."""
+        data = SequenceData(self.base.name, self.base.users, self.base.item_tokens, self.base.sequences)
+        for j in range(k):
+            z = np.load(self.it(j) / "synthetic.npz")
+            lens = z["lengths"]
+            seqs = np.split(z["items"], np.cumsum(lens)[:-1]) if len(lens) else []
+            data.synthetic.extend(Synthetic(list(seqs), z["seed_user"].tolist(), z["iteration"].tolist()))
+        return data
+
+    def model_config(self, kind: str) -> ModelConfig:
+        c = self.cfg
+        return ModelConfig(kind=kind, num_items=self.base.num_items, max_len=c.max_len, dim=c.dim,
+                           layers=c.layers, heads=c.heads, dropout=c.dropout, attn_dropout=c.dropout)
+
+    # --- steps -------------------------------------------------------------------
+    def train_step(self, k: int, kind: str, data: SequenceData) -> None:
+        step = f"iter{k}/train-{kind}"
+        if step in self.done:
+            return
+        tcfg = TrainConfig(**{**self.cfg.train, "seed": self.cfg.seed + k})
+        model = create_model(self.model_config(kind), seed=tcfg.seed)
+        if self.cfg.finetune and k > 0:
+            model.load_state_dict(checkpoint.load(self.it(k - 1) / f"{kind}.pt")["state_dict"])
+        self.log(f"iter {k}: training {kind} on {len(data.training_set()):,} sequences")
+        def progress(epoch, *args):
+            fault.point(f"{step}:epoch{epoch}")
+            if self.progress:
+                self.progress(epoch, *args)
+        result = train(model, data, tcfg, progress=progress)
+        test = evaluate(model, data, "test")
+        checkpoint.save(self.it(k) / f"{kind}.pt", model, data.item_tokens, train=asdict(tcfg),
+                        result={"best_epoch": result.best_epoch, "seconds": result.seconds})
+        write_json(self.it(k) / f"metrics-{kind}.json",
+                   {"valid": result.valid, "test": test, "best_epoch": result.best_epoch,
+                    "epochs_run": result.epochs_run, "train_seconds": round(result.seconds, 1),
+                    "train_sequences": len(data.training_set()),
+                    "train_interactions": int(sum(len(s) for s in data.training_set()))})
+        self.mark(step)
+
+    def export_step(self, k: int) -> None:
+        step = f"iter{k}/export"
+        if step in self.done:
+            return
+        from .build import build_engine
+        if self.cfg.backend in ("torch", "reference"):  # these run the checkpoint itself
+            return
+        build_engine(self.it(k) / f"{self.cfg.teacher}.pt", self.it(k) / "engine", backend=self.cfg.backend,
+                     topk=GenConfig(**self.cfg.gen).sample_topk)
+        fault.point(step)
+        self.mark(step)
+
+    def generate_step(self, k: int, data: SequenceData) -> None:
+        step = f"iter{k}/generate"
+        if step in self.done:
+            return
+        from .build import engine_path
+        from .runtime import open_runtime
+        gcfg = GenConfig(**{**self.cfg.gen, "seed": self.cfg.seed + k})
+        b = self.cfg.backend
+        source = self.it(k) / f"{self.cfg.teacher}.pt" if b in ("torch", "reference") else engine_path(self.it(k) / "engine", b)
+        runtime = open_runtime(source, b, topk=gcfg.sample_topk)
+        runtime.meta.check(str(self.it(k)), item_tokens=data.item_tokens, max_len=gcfg.max_len)
+        self.log(f"iter {k}: generating with {self.cfg.teacher} on {runtime.name}")
+        result = generate(runtime, data, gcfg, iteration=k + 1)
+        syn = result.synthetic
+        lens = np.array([len(s) for s in syn.sequences], dtype=np.int64)
+        with atomic_path(self.it(k) / "synthetic.npz") as tmp, open(tmp, "wb") as f:
+            np.savez(f, items=np.concatenate(syn.sequences) if len(syn) else np.zeros(0, np.int64),
+                     lengths=lens, seed_user=np.array(syn.seed_user, np.int64),
+                     iteration=np.array(syn.iteration, np.int64))
+        fault.point(step)  # npz written, text files and summary not yet
+        only = SequenceData(data.name, data.users, data.item_tokens, data.sequences, syn)
+        write_synthetic(self.it(k) / "synthetic.txt", only)
+        write_json(self.it(k) / "generation.json", result.stats)
+        self.mark(step)
+
+    def merge_step(self, k: int) -> None:
+        step = f"iter{k}/merge"
+        if step in self.done:
+            return
+        write_training_file(self.it(k) / "train_augmented.txt", self.data_at(k + 1))
+        fault.point(step)
+        self.mark(step)
+
+    # --- the recursion -----------------------------------------------------------
+    def run(self) -> dict:
+        c = self.cfg
+        kinds = list(dict.fromkeys([c.teacher, c.student]))
+        best = -1.0
+        for k in range(c.iterations + 1):
+            data = self.data_at(k)
+            for kind in kinds:
+                self.train_step(k, kind, data)
+            valid = json.loads((self.it(k) / f"metrics-{c.student}.json").read_text())["valid"]["ndcg@20"]
+            if c.stop_early and k > 0 and valid <= best:
+                self.log(f"iter {k}: validation ndcg@20 {valid:.4f} did not improve on {best:.4f}; stopping")
+                break
+            best = max(best, valid)
+            if k == c.iterations:
+                break
+            self.export_step(k)
+            self.generate_step(k, data)
+            self.merge_step(k)
+        return self.report()
+
+    def report(self) -> dict:
+        from .report import write_report
+        return write_report(self.root, self.cfg)
+
+
+def start_run(root: Path, cfg: LoopConfig, resume: bool) -> None:
+    """Create the run directory or check a resumed one matches its config."""
+    cfg.check()
+    root = Path(root)
+    cfg_path = root / "config.json"
+    if cfg_path.exists():
+        old = json.loads(cfg_path.read_text())
+        old_cfg = LoopConfig(**old)
+        if not resume:
+            raise RsirError(f"{root}: run directory exists; pass --resume to continue it, or choose another --out")
+        if old_cfg.comparable() != cfg.comparable():
+            diff = sorted(k for k, v in cfg.comparable().items() if old_cfg.comparable().get(k) != v)
+            raise RsirError(f"{root}: --resume with different settings ({', '.join(diff)}) than the run was started with")
+    elif resume:
+        raise RsirError(f"{root}: nothing to resume (no config.json)")
+    root.mkdir(parents=True, exist_ok=True)
+    write_json(cfg_path, asdict(cfg))

@@ -1,0 +1,27 @@
+"""Sequential recommenders behind one small interface:
+
+- `encode(seqs [B, T]) -> hidden [B, T, D]` (right-padded, causal)
+- `item_weight` [V, D]: scores are `hidden @ item_weight.T` (tied embeddings)
+- `cache_shapes(B)`, `step(item, pos, cache) -> (hidden [B, D], new rows/states)`,
+  `cache_kind` ("kv": write the row at `pos`; "state": replace)."""
+from ..errors import RsirError
+from .config import ModelConfig
+from .gru4rec import GRU4Rec
+from .sasrec import SASRec
+
+MODELS = {"sasrec": SASRec, "gru4rec": GRU4Rec}
+
+
+def create_model(config: ModelConfig, seed: int | None = None):
+    """A freshly initialised model; with `seed`, the initialisation is reproducible."""
+    if config.kind not in MODELS:
+        raise RsirError(f"--model: unknown model {config.kind!r} (choose from {', '.join(MODELS)})")
+    if config.kind == "sasrec" and config.dim % config.heads:
+        raise RsirError(f"--dim {config.dim} is not divisible by --heads {config.heads}")
+    if seed is not None:
+        import torch
+        torch.manual_seed(seed)
+    return MODELS[config.kind](config)
+
+
+__all__ = ["MODELS", "ModelConfig", "create_model", "GRU4Rec", "SASRec"]

@@ -1,0 +1,71 @@
+"""The loop's report: per-iteration metrics, data growth, generation cost, and a plot."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .atomic import atomic_path, write_json, write_text
+
+KEYS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
+
+
+def collect(root: Path, student: str) -> list[dict]:
+    rows = []
+    k = 0
+    while (root / f"iter{k}" / f"metrics-{student}.json").exists():
+        m = json.loads((root / f"iter{k}" / f"metrics-{student}.json").read_text())
+        gen_path = root / f"iter{k - 1}" / "generation.json" if k else None
+        gen = json.loads(gen_path.read_text()) if gen_path and gen_path.exists() else {}
+        rows.append({"iteration": k, "valid": {x: m["valid"][x] for x in KEYS},
+                     "test": {x: m["test"][x] for x in KEYS}, "train_sequences": m["train_sequences"],
+                     "train_interactions": m["train_interactions"], "train_seconds": m["train_seconds"],
+                     "best_epoch": m["best_epoch"], "generated_kept": gen.get("kept", 0),
+                     "generation_seconds": gen.get("seconds", 0.0),
+                     "generation_seq_per_s": gen.get("sequences_per_s", 0.0)})
+        k += 1
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    base = rows[0]["test"]
+    lines = ["| iter | train seqs | interactions | valid R@10 | valid N@10 | test R@10 | test N@10 | test R@20 | test N@20 | ΔR@10 | gen kept | gen s |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        v, t = r["valid"], r["test"]
+        delta = 100 * (t["recall@10"] / base["recall@10"] - 1) if base["recall@10"] else 0.0
+        lines.append(f"| {r['iteration']} | {r['train_sequences']:,} | {r['train_interactions']:,} | "
+                     f"{v['recall@10']:.4f} | {v['ndcg@10']:.4f} | {t['recall@10']:.4f} | {t['ndcg@10']:.4f} | "
+                     f"{t['recall@20']:.4f} | {t['ndcg@20']:.4f} | {delta:+.1f}% | {r['generated_kept']:,} | "
+                     f"{r['generation_seconds']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    its = [r["iteration"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, split in zip(axes, ("valid", "test")):
+        for key in KEYS:
+            ax.plot(its, [r[split][key] for r in rows], marker="o", label=key)
+        ax.set_title(f"{split}")
+        ax.set_xlabel("iteration")
+        ax.set_xticks(its)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def write_report(root: Path, cfg) -> dict:
+    rows = collect(Path(root), cfg.student)
+    title = f"RSIR on {cfg.data or 'ml-100k'}: teacher {cfg.teacher}, student {cfg.student}"
+    report = {"title": title, "iterations": rows}
+    write_json(root / "report.json", report)
+    write_text(root / "report.md", f"# {title}\n\n" + markdown(rows))
+    plot(rows, root / "metrics.png", title)
+    return report

@@ -1,0 +1,75 @@
+"""ONNX Runtime: CPU provider by default; CUDA / TensorRT providers when asked for and present."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..engine_meta import read_onnx_meta
+from ..errors import RsirError
+from ..system import cpu_threads
+from .base import Runtime, StepOut
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+
+
+class OnnxRuntime(Runtime):
+    name = "onnxruntime"
+
+    def __init__(self, path: str | Path, provider: str = "cpu", threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise RsirError("onnxruntime is not installed: pip install 'rsir-trt[cpu]' (or [gpu])") from None
+        path = Path(path)
+        self.meta = read_onnx_meta(path)
+        if provider not in PROVIDERS:
+            raise RsirError(f"--provider: {provider!r} is not one of {', '.join(PROVIDERS)}")
+        if PROVIDERS[provider] not in ort.get_available_providers():
+            raise RsirError(f"--provider {provider}: {PROVIDERS[provider]} is not available in this onnxruntime "
+                            f"({', '.join(ort.get_available_providers())})")
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads or cpu_threads()
+        so.inter_op_num_threads = 1
+        # spinning threads fight torch (and other sessions) for the 2 cores: measured 2-3x slower
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        providers = [PROVIDERS[provider]] + (["CPUExecutionProvider"] if provider != "cpu" else [])
+        try:
+            self.session = ort.InferenceSession(str(path), so, providers=providers)
+        except Exception as e:  # ORT raises its own exception types for invalid graphs
+            raise RsirError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:160]})") from None
+        self.provider, self.threads = provider, so.intra_op_num_threads
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.n_head = 6 if self.meta.topk else 3
+        if self.meta.with_logits:
+            self.n_head += 1
+        self.cache: list[np.ndarray] = []
+        self.cache_shapes = [tuple(i.shape[1:]) for i in self.session.get_inputs()[4:]]
+
+    def allocate(self, batch: int) -> None:
+        self.cache = [np.zeros((batch, *s), dtype=np.float32) for s in self.cache_shapes]
+
+    def run(self, item, pos, seed_items, traj) -> list[np.ndarray]:
+        feed = dict(zip(self.inputs, (item, pos, seed_items, traj, *self.cache)))
+        out = self.session.run(None, feed)
+        rows = out[self.n_head:]
+        if self.cache_kind == "kv":
+            b = np.arange(len(item))
+            for buf, row in zip(self.cache, rows):
+                buf[b, :, pos] = row
+        else:
+            self.cache = rows
+        return out[: self.n_head]
+
+    def step(self, item, pos, seed_items, traj) -> StepOut:
+        out = self.run(item, pos, seed_items, traj)
+        return StepOut(*out[:6])
+
+    def keep(self, rows: np.ndarray) -> None:
+        self.cache = [np.ascontiguousarray(c[rows]) for c in self.cache]
+
+    def describe(self) -> dict:
+        return {"runtime": self.name, "provider": self.provider, "threads": self.threads}

@@ -1,0 +1,46 @@
+"""The decode step in eager PyTorch (CPU or CUDA), from a checkpoint. Same module as the
+exported graph (step.py), so parity with ONNX Runtime is exact up to float rounding."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..step import DecodeStep
+from .base import Runtime, StepOut
+
+
+class TorchRuntime(Runtime):
+    name = "torch"
+
+    def __init__(self, model, meta, device: str = "cpu"):
+        self.meta = meta
+        self.device = torch.device(device)
+        self.step_module = DecodeStep(model.to(self.device), topk=meta.topk).eval()
+        self.shapes = model.cache_shapes
+        self.cache: list[torch.Tensor] = []
+
+    def allocate(self, batch: int) -> None:
+        self.cache = [torch.zeros(s, device=self.device) for _, s in self.shapes(batch)]
+
+    @torch.inference_mode()
+    def step(self, item, pos, seed_items, traj) -> StepOut:
+        dev = self.device
+        t = [torch.from_numpy(a).to(dev) for a in (item, pos, seed_items, traj)]
+        out = self.step_module(*t, *self.cache)
+        n_head = 6 if self.meta.topk else 3
+        rows = out[n_head:]
+        if self.cache_kind == "kv":
+            b = torch.arange(len(item), device=dev)
+            for buf, row in zip(self.cache, rows):
+                buf[b, :, t[1]] = row
+        else:
+            self.cache = list(rows)
+        host = [o.cpu().numpy() for o in out[:n_head]]
+        return StepOut(*host)
+
+    def keep(self, rows: np.ndarray) -> None:
+        idx = torch.from_numpy(rows).to(self.device)
+        self.cache = [c.index_select(0, idx) for c in self.cache]
+
+    def describe(self) -> dict:
+        return {"runtime": self.name, "device": str(self.device), "threads": torch.get_num_threads()}

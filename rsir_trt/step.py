@@ -1,0 +1,70 @@
+"""The decode step: one generated item for a batch of trajectories, plus the RSIR head.
+
+This module is what every engine runs: the torch runtime calls it directly and
+export.py turns it into the ONNX graph, so both share one implementation. Only a few
+integers per row (and the new cache rows) leave it; the B x V logits never do.
+
+Inputs (all int64):
+  item [B]            last item of each trajectory
+  pos [B]             its position (0-based); the cache holds positions < pos
+  seed_items [B, Ls]  the seed sequence's items, 0-padded
+  traj [B, S]         the trajectory so far, 0-padded (these items are masked)
+  cache...            past K/V buffers [B, H, S, dh] (SASRec) or states [B, D] (GRU4Rec)
+Outputs:
+  fidelity [B]        #{real items v: logit_v > max over remaining seed items};
+                      -1 when no seed item remains
+  best_seed_item [B]  argmax of the logits over the remaining seed items (exploit pick)
+  best_item [B]       argmax over all unused real items, 0 if none (explore pick)
+  [topk_ids, topk_scores [B, k], seed_scores [B, Ls]]   only when topk > 0 (sampling)
+  [logits [B, V]]     only when with_logits (parity tests)
+  new cache rows      present.{i}.key/value [B, H, dh] or present_state.{i} [B, D]
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+HEAD_OUTPUTS = ["fidelity", "best_seed_item", "best_item"]
+SAMPLING_OUTPUTS = ["topk_ids", "topk_scores", "seed_scores"]
+
+
+def rsir_head(logits: torch.Tensor, seed_items: torch.Tensor, traj: torch.Tensor, topk: int = 0):
+    neg_inf = torch.tensor(float("-inf"), dtype=logits.dtype)
+    masked = logits.scatter(1, traj, neg_inf.expand(traj.shape))    # used items
+    masked = torch.cat([torch.full_like(masked[:, :1], float("-inf")), masked[:, 1:]], dim=1)  # padding
+    seed_scores = masked.gather(1, seed_items)                       # padding/used seeds -> -inf
+    best_seed_score, arg = seed_scores.max(dim=1)
+    best_seed_item = seed_items.gather(1, arg[:, None])[:, 0]
+    above = (logits[:, 1:] > best_seed_score[:, None]).sum(dim=1)
+    fidelity = torch.where(best_seed_score == neg_inf, torch.full_like(above, -1), above)
+    best_score, best_item = masked.max(dim=1)
+    best_item = torch.where(best_score == neg_inf, torch.zeros_like(best_item), best_item)
+    out = [fidelity, best_seed_item, best_item]
+    if topk:
+        scores, ids = masked.topk(topk, dim=1)
+        out += [ids, scores, seed_scores]
+    return out
+
+
+class DecodeStep(nn.Module):
+    def __init__(self, model, topk: int = 0, with_logits: bool = False):
+        super().__init__()
+        self.model = model.eval()
+        self.topk = topk
+        self.with_logits = with_logits
+
+    def input_names(self) -> list[str]:
+        return ["item", "pos", "seed_items", "traj"] + [n for n, _ in self.model.cache_shapes(1)]
+
+    def output_names(self) -> list[str]:
+        names = HEAD_OUTPUTS + (SAMPLING_OUTPUTS if self.topk else []) + (["logits"] if self.with_logits else [])
+        return names + [n.replace("past_key_values", "present").replace("past_state", "present_state")
+                        for n, _ in self.model.cache_shapes(1)]
+
+    def forward(self, item, pos, seed_items, traj, *cache):
+        h, rows = self.model.step(item, pos, list(cache))
+        logits = h @ self.model.item_weight.T
+        out = rsir_head(logits, seed_items, traj, self.topk)
+        if self.with_logits:
+            out.append(logits)
+        return tuple(out + rows)

@@ -1,0 +1,129 @@
+"""Next-item training with early stopping on validation NDCG@20.
+
+Fast on 2 CPU cores: each batch is padded only to its own longest sequence and the
+output layer runs only at real positions."""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import SequenceData
+from .errors import RsirError
+from .evaluate import evaluate, pad
+from .system import set_torch_threads
+
+
+@dataclass
+class TrainConfig:
+    loss: str = "ce"           # ce: full softmax | sampled: uniform negatives
+    negatives: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    epochs: int = 200
+    patience: int = 10
+    seed: int = 0
+    metric: str = "ndcg@20"    # validation metric for early stopping / model selection
+
+    def check(self) -> None:
+        if self.loss not in ("ce", "sampled"):
+            raise RsirError(f"--loss: {self.loss!r} is not one of ce, sampled")
+        for name in ("batch_size", "epochs", "negatives"):
+            if getattr(self, name) < 1:
+                raise RsirError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.patience < 1:
+            raise RsirError(f"--patience must be >= 1, got {self.patience}")
+        if not self.lr > 0:
+            raise RsirError(f"--lr must be > 0, got {self.lr}")
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    valid: dict
+    history: list = field(default_factory=list)
+    seconds: float = 0.0
+    epochs_run: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def batches(seqs: list[np.ndarray], batch_size: int, gen: torch.Generator, bucket: int = 50):
+    """Random batches of similar lengths: shuffle, sort within chunks of `bucket`
+    batches by length, shuffle the batch order. Cuts padding ~5x on Amazon data."""
+    order = torch.randperm(len(seqs), generator=gen).numpy()
+    lengths = np.array([len(s) for s in seqs])
+    chunk = batch_size * bucket
+    groups = []
+    for start in range(0, len(order), chunk):
+        part = order[start : start + chunk]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        groups += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    for j in torch.randperm(len(groups), generator=gen).tolist():
+        yield pad([seqs[i] for i in groups[j]])
+
+
+def next_item_loss(model, batch: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
+    inputs, targets = batch[:, :-1], batch[:, 1:]
+    real = targets > 0
+    h = model.encode(inputs)[real]                 # [N, D]: only real positions
+    t = targets[real]
+    W = model.item_weight
+    if cfg.loss == "ce":
+        logits = h @ W.T
+        logits[:, 0] = float("-inf")               # padding is never a next item
+        return F.cross_entropy(logits, t)
+    neg = torch.randint(1, W.shape[0], (cfg.negatives,), generator=gen)
+    pos_logit = (h * W[t]).sum(-1, keepdim=True)
+    neg_logit = h @ W[neg].T
+    neg_logit = neg_logit.masked_fill(neg[None, :] == t[:, None], float("-inf"))  # accidental hits
+    logits = torch.cat([pos_logit, neg_logit], dim=1)
+    return F.cross_entropy(logits, torch.zeros(len(t), dtype=torch.long))
+
+
+def train(model, data: SequenceData, cfg: TrainConfig, progress=None, log=None) -> TrainResult:
+    """Train in place; on return the model holds the best-validation weights.
+
+    progress(epoch, loss, valid_metrics, is_best) is called once per epoch."""
+    cfg.check()
+    set_torch_threads()
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    seqs = [s[-(model.config.max_len + 1):] for s in data.training_set() if len(s) >= 2]
+    if not seqs:
+        raise RsirError(f"{data.name}: no training sequence has 2 or more items")
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    best, best_epoch, best_state, history = -1.0, 0, None, []
+    start = time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        total, n = 0.0, 0
+        for batch in batches(seqs, cfg.batch_size, gen):
+            loss = next_item_loss(model, batch, cfg, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total, n = total + loss.item(), n + 1
+        valid = evaluate(model, data, "valid")
+        score = valid[cfg.metric]
+        is_best = score > best
+        if is_best:
+            best, best_epoch, best_state = score, epoch, copy.deepcopy(model.state_dict())
+        row = {"epoch": epoch, "loss": total / n, "seconds": time.perf_counter() - start, **valid}
+        history.append(row)
+        if progress:
+            progress(epoch, total / n, valid, is_best)
+        if log:
+            log(row)
+        if epoch - best_epoch >= cfg.patience:
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(best_epoch=best_epoch, valid=history[best_epoch - 1] | {}, history=history,
+                       seconds=time.perf_counter() - start, epochs_run=len(history))

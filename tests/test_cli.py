@@ -1,0 +1,117 @@
+"""Bad input on every command: one clear line, exit 2, no traceback, no partial output."""
+import torch
+import pytest
+
+from rsir_trt.build import build_engine
+from rsir_trt.cli import main
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, sasrec_ckpt):
+    d = tmp_path_factory.mktemp("bad")
+    (d / "empty.txt").write_text("")
+    (d / "malformed.txt").write_text("1 2 3 4\n2 5 x 7\n")
+    (d / "short.txt").write_text("1 2 3 4\n2 5\n")
+    (d / "foreign_items.txt").write_text("1 99991 99992 99993 99994\n")
+    (d / "garbage.pt").write_bytes(b"this is not a checkpoint")
+    torch.save({"weights": torch.zeros(3)}, d / "foreign.pt")
+    raw = sasrec_ckpt.read_bytes()
+    (d / "truncated.pt").write_bytes(raw[: len(raw) // 2])
+    build_engine(sasrec_ckpt, d / "engine", "onnxruntime")
+    onnx = (d / "engine.onnx").read_bytes()
+    (d / "truncated.onnx").write_bytes(onnx[: len(onnx) // 2])
+    (d / "a_file").write_text("x")
+    return d
+
+
+CASES = [
+    # data / train
+    ("data-missing", "train --data {d}/nope.txt", r"nope.txt: no such file"),
+    ("data-empty", "train --data {d}/empty.txt", r"empty.txt: file is empty"),
+    ("data-malformed", "train --data {d}/malformed.txt", r"malformed.txt:2: item id 'x'"),
+    ("data-short-user", "train --data {d}/short.txt", r"user 2 has 1 interaction"),
+    ("data-unknown-name", "data stats --data imaginary", r"not a known dataset"),
+    ("data-format", "data stats --data {d}/malformed.txt --format parquet", r"--format: unknown format 'parquet'"),
+    ("train-model", "train --model bert --epochs 1 --out {o}", r"--model: unknown model 'bert'"),
+    ("train-loss", "train --loss hinge --out {o}", r"--loss: 'hinge'"),
+    ("train-batch", "train --batch-size 0 --out {o}", r"--batch-size must be >= 1"),
+    ("train-epochs", "train --epochs 0 --out {o}", r"--epochs must be >= 1"),
+    ("train-maxlen", "train --max-len 2 --out {o}", r"--max-len must be at least 3"),
+    ("train-out-missing-dir", "train --out {d}/no/such/dir", r"parent directory .* does not exist"),
+    ("train-out-is-file", "train --out {d}/a_file", r"exists and is not a directory"),
+    # evaluate
+    ("eval-garbage", "evaluate {d}/garbage.pt", r"garbage.pt: not a readable rsir-trt checkpoint"),
+    ("eval-truncated", "evaluate {d}/truncated.pt", r"truncated.pt: not a readable rsir-trt checkpoint"),
+    ("eval-foreign", "evaluate {d}/foreign.pt", r"foreign.pt: not a rsir-trt checkpoint"),
+    ("eval-missing", "evaluate {d}/missing.pt", r"missing.pt: no such checkpoint"),
+    ("eval-split", "evaluate {ckpt} --split train", r"unknown split 'train'"),
+    # build-engine
+    ("build-garbage", "build-engine {d}/garbage.pt --out {o}", r"not a readable rsir-trt checkpoint"),
+    ("build-backend", "build-engine {ckpt} --backend openvino --out {o}", r"--backend: 'openvino'"),
+    ("build-topk", "build-engine {ckpt} --topk -1 --out {o}", r"--topk must be >= 0"),
+    ("build-fp16-ort", "build-engine {ckpt} --precision fp16 --backend onnxruntime --out {o}", r"--precision fp16 is for TensorRT"),
+    ("build-out-dir", "build-engine {ckpt} --out {d}/no/dir/e", r"directory .* does not exist"),
+    ("build-exporter", "build-engine {ckpt} --exporter magic --out {o}", r"--exporter: 'magic'"),
+    # generate
+    ("gen-tau", "generate --engine {d}/engine.onnx --out {o} --tau 0", r"--tau must be >= 1"),
+    ("gen-p", "generate --engine {d}/engine.onnx --out {o} --p 1.5", r"--p must be in \[0, 1\]"),
+    ("gen-m", "generate --engine {d}/engine.onnx --out {o} --m 0", r"--m must be >= 1"),
+    ("gen-batch", "generate --engine {d}/engine.onnx --out {o} --batch-size 0", r"--batch-size must be >= 1"),
+    ("gen-other-vocab", "generate --engine {d}/engine.onnx --data {d}/foreign_items.txt --out {o}", r"not in the model's vocabulary"),
+    ("gen-truncated", "generate --engine {d}/truncated.onnx --out {o}", r"truncated.onnx: not a readable ONNX file|cannot load"),
+    ("gen-foreign-engine", "generate --engine {d}/garbage.pt --out {o}", r"not a readable rsir-trt checkpoint"),
+    ("gen-wrong-backend", "generate --engine {d}/engine.onnx --backend tensorrt --out {o}", r"cannot run on the tensorrt backend"),
+    ("gen-smax", "generate --engine {d}/engine.onnx --max-len 80 --out {o}", r"S_max is 50, request needs 80"),
+    ("gen-no-topk", "generate --engine {d}/engine.onnx --sample-topk 5 --out {o}", r"--topk >= 5"),
+    ("gen-out-dir", "generate --engine {d}/engine.onnx --out {d}/no/dir/x.txt", r"directory .* does not exist"),
+    ("gen-provider", "generate --engine {d}/engine.onnx --provider cuda --out {o}", r"CUDAExecutionProvider is not available"),
+    # loop
+    ("loop-iterations", "loop --iterations 0 --out {o}", r"--iterations must be >= 1"),
+    ("loop-tau", "loop --tau 0 --out {o}", r"--tau must be >= 1"),
+    ("loop-p", "loop --p -0.1 --out {o}", r"--p must be in \[0, 1\]"),
+    ("loop-backend", "loop --backend tvm --out {o}", r"--backend: 'tvm'"),
+    ("loop-resume-nothing", "loop --resume --out {o}", r"nothing to resume"),
+    ("loop-out-dir", "loop --out {d}/no/dir/run", r"directory .* does not exist"),
+]
+
+
+@pytest.mark.parametrize("name,argv,message", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_clear_line(name, argv, message, files, sasrec_ckpt, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = argv.format(d=files, o=out, ckpt=sasrec_ckpt).split()
+    before = sorted(p.name for p in files.iterdir())
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    import re
+    assert re.search(message, lines[0]), lines[0]
+    assert not out.exists() or not any(out.iterdir()) if out.is_dir() else not out.exists()
+    assert sorted(p.name for p in files.iterdir()) == before   # nothing written beside the inputs
+
+
+def test_case_count():
+    assert len(CASES) >= 25
+
+
+def test_existing_run_needs_resume_and_same_settings(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["loop", "--iterations", "1", "--epochs", "1", "--m", "1", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["loop", "--iterations", "1", "--epochs", "1", "--m", "1", "--out", str(run)]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert main(["loop", "--iterations", "1", "--epochs", "1", "--m", "2", "--out", str(run), "--resume"]) == 2
+    assert "different settings (gen)" in capsys.readouterr().err
+
+
+def test_commands_work_end_to_end(sasrec_ckpt, tmp_path, capsys):
+    assert main(["evaluate", str(sasrec_ckpt), "--json"]) == 0
+    assert '"recall@10"' in capsys.readouterr().out
+    assert main(["build-engine", str(sasrec_ckpt), "--out", str(tmp_path / "e")]) == 0
+    out = tmp_path / "syn.txt"
+    assert main(["generate", "--engine", str(tmp_path / "e.onnx"), "--out", str(out), "--m", "1"]) == 0
+    lines = out.read_text().splitlines()
+    assert lines and all(len(line.split()) >= 4 for line in lines)     # user + >= 3 items
+    assert int(lines[0].split()[0]) > 943                                # fresh synthetic user ids
+    assert (tmp_path / "syn.txt.json").exists() and (tmp_path / "syn.txt.provenance.tsv").exists()

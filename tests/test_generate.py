@@ -1,0 +1,126 @@
+import numpy as np
+import pytest
+
+from rsir_trt.build import build_engine
+from rsir_trt.data.dataset import SequenceData
+from rsir_trt.errors import RsirError
+from rsir_trt.generate import GenConfig, generate
+from rsir_trt.runtime import open_runtime
+
+
+def subset(data, n):
+    return SequenceData(data.name, data.users[:n], data.item_tokens, data.sequences[:n])
+
+
+def run(path, backend, data, **cfg):
+    rt = open_runtime(path, backend, topk=cfg.get("sample_topk", 0))
+    return generate(rt, data, GenConfig(**cfg))
+
+
+def as_bytes(result):
+    return [s.tobytes() for s in result.synthetic.sequences]
+
+
+@pytest.fixture(scope="module")
+def engines(sasrec_ckpt, gru_ckpt, tmp_path_factory):
+    d = tmp_path_factory.mktemp("engines")
+    build_engine(sasrec_ckpt, d / "sasrec", "onnxruntime", topk=8)
+    build_engine(gru_ckpt, d / "gru4rec", "onnxruntime", topk=8)
+    return {"sasrec": (sasrec_ckpt, d / "sasrec.onnx"), "gru4rec": (gru_ckpt, d / "gru4rec.onnx")}
+
+
+@pytest.mark.parametrize("kind", ["sasrec", "gru4rec"])
+@pytest.mark.parametrize("settings", [
+    dict(),                                                    # paper defaults, greedy
+    dict(sample_topk=8, temperature=0.7, start="prefix"),      # sampling from a random prefix
+    dict(keep_failing=True, tau=3, p=0.3),
+])
+def test_all_runtimes_produce_the_same_dataset(kind, settings, engines, ml100k):
+    ckpt, onnx = engines[kind]
+    data = subset(ml100k, 120)
+    cfg = dict(m=3, seed=7, batch_size=50, **settings)
+    ref = run(ckpt, "reference", data, **cfg)
+    assert ref.stats["kept"] > 20
+    assert as_bytes(run(onnx, "onnxruntime", data, **cfg)) == as_bytes(ref)
+    assert as_bytes(run(ckpt, "torch", data, **cfg)) == as_bytes(ref)
+    assert run(onnx, "onnxruntime", data, **cfg).stats["stop_reasons"] == ref.stats["stop_reasons"]
+
+
+def test_beauty_subset_onnxruntime_equals_reference(beauty_ckpts, beauty_small, tmp_path):
+    build_engine(beauty_ckpts["sasrec"], tmp_path / "b", "onnxruntime")
+    data = subset(beauty_small, 300)
+    ref = run(beauty_ckpts["sasrec"], "reference", data, m=2, batch_size=128)
+    got = run(tmp_path / "b.onnx", "onnxruntime", data, m=2, batch_size=128)
+    assert as_bytes(got) == as_bytes(ref)
+
+
+def test_deterministic_and_independent_of_batching(engines, ml100k):
+    _, onnx = engines["sasrec"]
+    a = run(onnx, "onnxruntime", ml100k, m=2, seed=3, batch_size=256)
+    b = run(onnx, "onnxruntime", ml100k, m=2, seed=3, batch_size=37)
+    c = run(onnx, "onnxruntime", ml100k, m=2, seed=4, batch_size=256)
+    assert as_bytes(a) == as_bytes(b)
+    assert as_bytes(a) != as_bytes(c)
+
+
+def test_policy_invariants(engines, ml100k):
+    _, onnx = engines["sasrec"]
+    res = run(onnx, "onnxruntime", ml100k, m=2, max_len=20)
+    train = ml100k.train_sequences()
+    assert res.stats["kept"] > 0
+    for seq, u in zip(res.synthetic.sequences, res.synthetic.seed_user):
+        assert 3 <= len(seq) <= 20
+        assert seq[0] == train[u][0]                   # starts at the seed's first item
+        assert len(set(seq.tolist())) == len(seq)      # never repeats an item
+        assert 0 not in seq
+    keys = [s.tobytes() for s in res.synthetic.sequences]
+    assert len(keys) == len(set(keys))                  # exact duplicates removed
+    assert sum(res.stats["stop_reasons"].values()) == res.stats["trajectories"]
+
+
+def test_exploit_only_stays_inside_the_seed(engines, ml100k):
+    _, onnx = engines["sasrec"]
+    res = run(onnx, "onnxruntime", ml100k, m=1, p=1.0)
+    train = ml100k.train_sequences()
+    for seq, u in zip(res.synthetic.sequences, res.synthetic.seed_user):
+        assert set(seq.tolist()) <= set(train[u].tolist())
+
+
+def test_no_fidelity_check_never_stops_on_fidelity(engines, ml100k):
+    _, onnx = engines["sasrec"]
+    res = run(onnx, "onnxruntime", ml100k, m=1, tau=ml100k.num_items)
+    assert res.stats["stop_reasons"]["fidelity"] == 0
+
+
+def test_keep_failing_keeps_exactly_one_more_item(engines, ml100k):
+    _, onnx = engines["sasrec"]
+    strict = run(onnx, "onnxruntime", ml100k, m=1, min_len=1)
+    keep = run(onnx, "onnxruntime", ml100k, m=1, min_len=1, keep_failing=True)
+    assert strict.stats["stop_reasons"] == keep.stats["stop_reasons"]
+    diff = keep.stats["new_interactions"] - strict.stats["new_interactions"]
+    assert 0 < diff <= keep.stats["stop_reasons"]["fidelity"]
+
+
+def test_validation_and_test_targets_are_never_used(engines, ml100k):
+    _, onnx = engines["sasrec"]
+    a = run(onnx, "onnxruntime", ml100k, m=1)
+    changed = [s.copy() for s in ml100k.sequences]
+    for s in changed:
+        s[-2:] = [1, 2]  # other validation/test targets
+    data = SequenceData(ml100k.name, ml100k.users, ml100k.item_tokens, changed)
+    assert as_bytes(run(onnx, "onnxruntime", data, m=1)) == as_bytes(a)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("tau", 0, "--tau must be >= 1"), ("p", 1.5, r"--p must be in \[0, 1\]"), ("m", 0, "--m must be >= 1"),
+    ("batch_size", 0, "--batch-size must be >= 1"), ("start", "middle", "--start"),
+])
+def test_bad_generation_settings(field, value, message):
+    with pytest.raises(RsirError, match=message):
+        GenConfig(**{field: value}).check()
+
+
+def test_sampling_needs_a_topk_engine(sasrec_ckpt, ml100k, tmp_path):
+    build_engine(sasrec_ckpt, tmp_path / "g", "onnxruntime", topk=0)
+    with pytest.raises(RsirError, match="--topk >= 5"):
+        run(tmp_path / "g.onnx", "onnxruntime", ml100k, sample_topk=5)

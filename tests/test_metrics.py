@@ -1,0 +1,39 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rsir_trt.evaluate import metrics_from_ranks, target_ranks
+
+
+def test_metrics_hand_computed():
+    # ranks 0, 1, 4, 12, 30 (0-based) for five users
+    m = metrics_from_ranks(np.array([0, 1, 4, 12, 30]))
+    assert m["recall@5"] == pytest.approx(3 / 5)
+    assert m["recall@10"] == pytest.approx(3 / 5)
+    assert m["recall@20"] == pytest.approx(4 / 5)
+    assert m["ndcg@5"] == pytest.approx((1 + 1 / math.log2(3) + 1 / math.log2(6)) / 5)
+    assert m["ndcg@20"] == pytest.approx((1 + 1 / math.log2(3) + 1 / math.log2(6) + 1 / math.log2(14)) / 5)
+    assert m["mrr"] == pytest.approx((1 + 1 / 2 + 1 / 5 + 1 / 13 + 1 / 31) / 5)
+
+
+def test_ranks_exclude_history_and_padding():
+    # items 0..5; item 0 is padding and scores highest, which must not count
+    scores = torch.tensor([[9.0, 1.0, 5.0, 4.0, 3.0, 2.0]])
+    # target 4 (score 3): above it are 2 (5.0) and 3 (4.0); 2 is in the history -> rank 1
+    r = target_ranks(scores, torch.tensor([4]), torch.tensor([[2, 0]]))
+    assert r.tolist() == [1]
+    # without history: rank 2
+    assert target_ranks(scores, torch.tensor([4]), torch.tensor([[0]])).tolist() == [2]
+
+
+def test_target_in_history_is_not_excluded():
+    scores = torch.tensor([[0.0, 1.0, 5.0, 4.0]])
+    r = target_ranks(scores, torch.tensor([3]), torch.tensor([[3, 1]]))
+    assert r.tolist() == [1]  # only item 2 is above; the repeated target keeps its score
+
+
+def test_ties_count_optimistically():
+    scores = torch.tensor([[0.0, 2.0, 2.0, 2.0]])
+    assert target_ranks(scores, torch.tensor([2]), torch.tensor([[0]])).tolist() == [0]

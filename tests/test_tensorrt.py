@@ -1,0 +1,64 @@
+"""TensorRT logic that runs without TensorRT; the real build/run is verified on a GPU
+host with `python benchmarks/verify_tensorrt.py` (README)."""
+import json
+
+import pytest
+
+from rsir_trt.build import build_engine, resolve_backend
+from rsir_trt.errors import RsirError
+from rsir_trt.runtime.tensorrt_rt import onnx_input_shapes, precision_plan, profile_shapes
+
+
+def test_precision_plan_per_major_version():
+    assert precision_plan(10, "fp16") == {"export_dtype": "fp32", "fp16_flag": True, "strongly_typed": False}
+    assert precision_plan(10, "fp32")["fp16_flag"] is False
+    # TensorRT 11 removed the FP16 flag: fp16 must come from the ONNX itself
+    assert precision_plan(11, "fp16") == {"export_dtype": "fp16", "fp16_flag": False, "strongly_typed": True}
+    with pytest.raises(RsirError, match="too old"):
+        precision_plan(8, "fp32")
+    with pytest.raises(RsirError, match="--precision"):
+        precision_plan(10, "int8")
+
+
+def test_profile_shapes_from_the_exported_graph(sasrec_ckpt, tmp_path):
+    build_engine(sasrec_ckpt, tmp_path / "e", "onnxruntime")
+    shapes = onnx_input_shapes(tmp_path / "e.onnx")
+    assert shapes["item"] == (-1,) and shapes["traj"] == (-1, 50)
+    assert shapes["past_key_values.0.key"] == (-1, 2, 50, 32)
+    prof = profile_shapes(shapes, 1, 256, 4096)
+    assert prof["past_key_values.1.value"] == ((1, 2, 50, 32), (256, 2, 50, 32), (4096, 2, 50, 32))
+    assert prof["pos"] == ((1,), (256,), (4096,))
+    with pytest.raises(RsirError, match="1 <= min <= opt <= max"):
+        profile_shapes(shapes, 8, 4, 16)
+
+
+def test_without_tensorrt_the_error_is_one_clear_line(sasrec_ckpt, tmp_path):
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("TensorRT is installed here")
+    except ImportError:
+        pass
+    assert resolve_backend("auto") == "onnxruntime"
+    with pytest.raises(RsirError, match="TensorRT is not installed"):
+        build_engine(sasrec_ckpt, tmp_path / "e", "tensorrt")
+    from rsir_trt.runtime import open_runtime
+    plan = tmp_path / "x.plan"
+    plan.write_bytes(b"\0" * 16)
+    with pytest.raises(RsirError, match="metadata file .* is missing"):
+        open_runtime(plan)
+    (tmp_path / "x.plan.json").write_text(json.dumps({"format": "rsir-trt/engine/1", "backend": "tensorrt",
+                                                       "model": {}, "weights_hash": "x", "item_tokens": []}))
+    with pytest.raises(RsirError, match="TensorRT is not installed"):
+        open_runtime(plan)
+
+
+def test_real_tensorrt_build_and_parity(sasrec_ckpt, tmp_path):
+    pytest.importorskip("tensorrt", exc_type=ImportError)
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "benchmarks/verify_tensorrt.py", "--ckpt", str(sasrec_ckpt),
+                        "--out", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
