@@ -115,3 +115,29 @@ def test_commands_work_end_to_end(sasrec_ckpt, tmp_path, capsys):
     assert lines and all(len(line.split()) >= 4 for line in lines)     # user + >= 3 items
     assert int(lines[0].split()[0]) > 943                                # fresh synthetic user ids
     assert (tmp_path / "syn.txt.json").exists() and (tmp_path / "syn.txt.provenance.tsv").exists()
+
+
+def test_bench_runs_and_writes_json_and_plot(tmp_path, capsys):
+    out = tmp_path / "b"
+    assert main(["bench", "--vocab", "500", "--batch", "2,8", "--steps", "3", "--warmup", "1",
+                 "--gen-seeds", "20", "--out", str(out)]) == 0
+    import json
+    r = json.loads((out / "bench.json").read_text())
+    runtimes = {row["runtime"] for row in r["steps"]}
+    assert {"bound (matmul+topk)", "reference", "torch", "onnxruntime"} <= runtimes
+    assert all(row["p50_ms"] > 0 and row["p99_ms"] >= row["p50_ms"] for row in r["steps"])
+    assert all(row["same_output_as_first"] for row in r["generation"])
+    assert (out / "bench.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("argv,message", [
+    ("bench --batch 0,4", r"--batch: values must be >= 1"),
+    ("bench --batch a,b", r"--batch: 'a,b' is not a comma-separated list"),
+    ("bench --runtimes tvm", r"--runtimes: unknown 'tvm'"),
+    ("bench --device cuda", r"--device cuda: not available here"),
+])
+def test_bench_bad_input(argv, message, capsys):
+    import re
+    assert main(argv.split()) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(message, err)

@@ -28,13 +28,14 @@ def guarded(fn):
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="RSIR: recursive self-improving sequential recommenders on fast engines.")
 
-from . import data_cmd, engine_cmd, loop_cmd, train_cmd  # noqa: E402  (commands use `guarded`)
+from . import bench_cmd, data_cmd, engine_cmd, loop_cmd, train_cmd  # noqa: E402  (commands use `guarded`)
 
 app.command("train")(guarded(train_cmd.train_cmd))
 app.command("evaluate")(guarded(train_cmd.evaluate_cmd))
 app.command("build-engine")(guarded(engine_cmd.build_engine_cmd))
 app.command("generate")(guarded(engine_cmd.generate_cmd))
 app.command("loop")(guarded(loop_cmd.loop_cmd))
+app.command("bench")(guarded(bench_cmd.bench_cmd))
 app.add_typer(data_cmd.app, name="data")
 
 
