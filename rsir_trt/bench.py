@@ -61,11 +61,11 @@ def step_inputs(B: int, S: int, V: int, rng):
 
 
 def reference_step_fn(rt, B: int, S: int, V: int, rng):
-    """One step of the authors' algorithm: recompute [B, S/2], then rank test + choice per row."""
+    """One step of the authors' algorithm: recompute [B, S_max] (S/2 real), then rank test + choice per row."""
     from .runtime.reference import ReferenceRuntime
     item, pos, seeds, traj = step_inputs(B, S, V, rng)
     L = S // 2
-    x = torch.from_numpy(traj[:, :L])
+    x = torch.from_numpy(traj)  # the authors' code pads every trajectory to S_max
     plan = Plan(seed_mat=seeds, seed_user=np.arange(B), seed_of=np.arange(B), prefix=np.ones(B, np.int64),
                 u_pool=rng.random((B, S + 1), dtype=np.float32), u_sample=None)
     cfg = GenConfig(tau=V, max_len=S)
@@ -74,7 +74,7 @@ def reference_step_fn(rt, B: int, S: int, V: int, rng):
 
     @torch.inference_mode()
     def step():
-        logits = rt.model.encode(x)[:, -1] @ E.T
+        logits = rt.model.encode(x)[:, L - 1] @ E.T
         for row in range(B):
             ReferenceRuntime._step(row, traj[row, :L].tolist(), seed_lists[row], logits[row], plan, cfg)
     return step

@@ -143,3 +143,25 @@ def test_engine_file_errors(sasrec_ckpt, tmp_path):
         open_runtime(sasrec_ckpt, "onnxruntime")
     with pytest.raises(RsirError, match="no such file"):
         open_runtime(tmp_path / "missing.onnx")
+
+
+def test_fidelity_statistic_equals_the_rank_definition():
+    """pass iff some remaining seed item j has rank_j = 1 + #{v: logit_v > logit_j} <= tau."""
+    from rsir_trt.step import rsir_head
+    g = torch.Generator().manual_seed(0)
+    B, V, S = 64, 300, 12
+    logits = torch.randn(B, V, generator=g).round(decimals=1)   # many exact ties on purpose
+    seeds = torch.randint(1, V, (B, S), generator=g)
+    traj = torch.zeros(B, S, dtype=torch.long)
+    traj[:, :4] = seeds[:, :4]                                   # some seed items already used
+    fid, best_seed, best = rsir_head(logits, seeds, traj)
+    for b in range(B):
+        used = set(traj[b].tolist()) | {0}
+        remaining = [j for j in seeds[b].tolist() if j not in used]
+        ranks = [1 + int((logits[b, 1:] > logits[b, j]).sum()) for j in remaining]
+        for tau in (1, 3, 10, 50):
+            assert (fid[b].item() <= tau - 1) == (min(ranks) <= tau), (b, tau)
+        scores = logits[b].clone()
+        scores[list(used)] = float("-inf")
+        assert scores[best[b]] == scores.max() and best[b].item() not in used
+        assert best_seed[b].item() in remaining and logits[b, best_seed[b]] == max(logits[b, j] for j in remaining)

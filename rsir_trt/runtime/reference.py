@@ -1,7 +1,10 @@
-"""The authors' generation algorithm as written: every step one batched forward that
-recomputes every active trajectory from its start, then the rank test and the choice
-per trajectory in Python. Faithful, not slowed down: the oracle for parity and the
-baseline for speed. Shares the Plan (random draws) and `finish` with generate.py."""
+"""The authors' generation algorithm as written (USTC-StarTeam/RSIR,
+`generate_and_save_sequences_parallel`): every step one batched forward that recomputes
+every active trajectory from its start, padded to S_max, then per trajectory in Python
+the rank test ([|R|, V] comparison), a masked copy of the scores, the candidate pool
+(the seed's items or all items), and top-1 within it. Faithful, not slowed down: the
+oracle for parity and the baseline for speed. Shares the Plan (random draws) and
+`finish` with generate.py, so its output is comparable byte for byte."""
 from __future__ import annotations
 
 import time
@@ -36,7 +39,7 @@ class ReferenceRuntime:
             trajs = {t: seeds[t][: plan.prefix[t]] for t in ids}
             active = list(ids)
             while active:
-                x = pad([np.array(trajs[t]) for t in active])
+                x = pad([np.array(trajs[t]) for t in active], self.meta.max_len)
                 lengths = torch.tensor([len(trajs[t]) for t in active])
                 h = self.model.encode(x)[torch.arange(len(active)), lengths - 1]
                 logits = h @ E.T
@@ -56,35 +59,31 @@ class ReferenceRuntime:
     @staticmethod
     def _step(t, traj, seed, logits, plan, cfg):
         """One decision for one trajectory; mutates traj; returns a stop reason index or None."""
-        used = set(traj)
-        remaining = [j for j in seed if j not in used]
+        remaining = [j for j in seed if j not in set(traj)]
         if not remaining:
             return 1
-        real = logits[1:]
-        ranks = [int((real > logits[j]).sum()) + 1 for j in remaining]
-        if min(ranks) > cfg.tau:
+        real = logits[1:]  # rank over real items (the authors' code also counts the padding id)
+        ranks = (real > logits[torch.tensor(remaining)].unsqueeze(1)).sum(dim=1) + 1
+        if not bool((ranks <= cfg.tau).any()):
             if len(traj) > plan.prefix[t] and not cfg.keep_failing:
                 traj.pop()
             return 0
         L = len(traj)
         masked = logits.clone()
+        masked[torch.tensor(traj)] = float("-inf")
         masked[0] = float("-inf")
-        masked[list(used)] = float("-inf")
-        if plan.u_pool[t, L] < cfg.p:   # exploit: the seed's own remaining items
+        if plan.u_pool[t, L] < cfg.p:   # exploit: the seed's own items
             pool = torch.tensor(seed)
-            scores = masked[pool]
-            if cfg.sample_topk:
-                choice = int(sample(pool.numpy()[None], scores.numpy()[None], plan.u_sample[t, L:L + 1],
-                                    cfg.sample_topk, cfg.temperature)[0])
-            else:
-                choice = int(pool[int(scores.argmax())])
         else:                           # explore: the whole item set
-            if cfg.sample_topk:
-                s, i = masked.topk(cfg.sample_topk)
-                choice = int(sample(i.numpy()[None], s.numpy()[None], plan.u_sample[t, L:L + 1],
-                                    cfg.sample_topk, cfg.temperature)[0])
-            else:
-                choice = int(masked.argmax()) if torch.isfinite(masked.max()) else 0
+            pool = torch.arange(1, len(logits))
+        scores = masked[pool]
+        if cfg.sample_topk:
+            top = scores.topk(min(cfg.sample_topk, len(pool)))
+            choice = int(sample(pool[top.indices].numpy()[None], top.values.numpy()[None],
+                                plan.u_sample[t, L:L + 1], cfg.sample_topk, cfg.temperature)[0])
+        else:
+            best, where = scores.topk(1)
+            choice = 0 if best[0] == float("-inf") else int(pool[where[0]])
         if choice == 0:
             return 2
         traj.append(choice)
