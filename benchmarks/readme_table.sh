@@ -5,9 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RSIR=${RSIR:-.venv/bin/rsir-trt}
+mkdir -p bench-out
 # 1) step latency and whole generation, random SASRec at Beauty's shape (V = 12,102)
-$RSIR bench --vocab 12102 --batch 1,32,256,1024 --gen-seeds 512 --m 1 --out bench-out/beauty-shape
+$RSIR bench --vocab 12102 --batch 1,32,256,1024 --steps 30 --gen-seeds 512 --m 1 --out bench-out/beauty-shape
 # 2) with a trained Beauty checkpoint and the real policy (tau=10, p=0.5, m=5) on real seeds
 if [ -n "${CKPT:-}" ]; then
-  $RSIR bench --ckpt "$CKPT" --data beauty --batch 256 --gen-seeds 2000 --m 5 --out bench-out/beauty-trained
+  $RSIR bench --ckpt "$CKPT" --data beauty --runtimes reference,torch,onnxruntime --batch 256 --gen-seeds 1000 --m 5 --out bench-out/beauty-trained
 fi
