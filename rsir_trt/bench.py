@@ -19,7 +19,7 @@ import torch
 from .data.dataset import SequenceData
 from .engine_meta import EngineMeta
 from .generate import GenConfig, Plan, generate
-from .system import cpu_threads, set_torch_threads
+from .system import set_torch_threads
 
 RUNTIMES = ("reference", "torch", "onnxruntime", "tensorrt")
 
@@ -153,7 +153,7 @@ def run_bench(model, data: SequenceData | None, runtimes: list[str], batches: li
                 else:
                     rt.allocate(B)
                     args = step_inputs(B, S, V, rng)
-                    times = _timed(lambda: rt.step(*args), steps, warmup, False)
+                    times = _timed(lambda rt=rt, args=args: rt.step(*args), steps, warmup, False)
                 p = percentiles(times)
                 step_rows.append({"runtime": name, "B": B, **p, "x_bound": p["mean_ms"] / bt["mean_ms"],
                                   "items_per_s": B / p["mean_ms"] * 1e3,

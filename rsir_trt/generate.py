@@ -7,7 +7,6 @@ are training prefixes (and optionally synthetic rows)."""
 from __future__ import annotations
 
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -84,6 +83,7 @@ def make_plan(data: SequenceData, cfg: GenConfig, S: int) -> Plan:
         prefix = 1 + np.floor(rng.random(n) * np.maximum(seed_len[seed_of] - 1, 1)).astype(np.int64)
     else:
         prefix = np.ones(n, dtype=np.int64)
+    prefix = np.clip(prefix, 1, max(cfg.max_len - 1, 1))  # room for at least one generated item
     u_pool = rng.random((n, cfg.max_len), dtype=np.float32)
     u_sample = rng.random((n, cfg.max_len), dtype=np.float32) if cfg.sample_topk else u_pool
     return Plan(seed_mat, np.asarray(users)[keep], seed_of, prefix, u_pool, u_sample)

@@ -14,7 +14,6 @@ ends with exactly the results of an uninterrupted one."""
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 

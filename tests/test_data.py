@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 
 from rsir_trt.data import build, load, open_dataset, write_sequences
@@ -99,7 +98,6 @@ def test_embedded_default_is_movielens(ml100k):
     assert s["users"] == 943 and s["items"] == 1682 and s["max_len"] == 50
 
 
-def test_vocabulary_mismatch_is_reported(tmp_path):
-    p = write(tmp_path, "d.txt", "1 10 11 12\n")
+def test_vocabulary_mismatch_is_reported():
     with pytest.raises(RsirError, match="item 12 of user 1 is not in the model's vocabulary"):
         build("d", ["1"], [["10", "11", "12"]], item_tokens=["<pad>", "10", "11"])

@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 
 from rsir_trt.build import build_engine

@@ -66,7 +66,7 @@ class OnnxRuntime(Runtime):
 
     def step(self, item, pos, seed_items, traj) -> StepOut:
         out = self.run(item, pos, seed_items, traj)
-        return StepOut(*out[:6])
+        return StepOut(*out[:3], *(out[3:6] if self.meta.topk else []))
 
     def keep(self, rows: np.ndarray) -> None:
         self.cache = [np.ascontiguousarray(c[rows]) for c in self.cache]
