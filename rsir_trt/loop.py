@@ -108,6 +108,7 @@ class Run:
         result = train(model, data, tcfg, progress=progress)
         test = evaluate(model, data, "test")
         checkpoint.save(self.it(k) / f"{kind}.pt", model, data.item_tokens, train=asdict(tcfg),
+                        data={"source": self.cfg.data, "format": "auto", "max_len": self.cfg.max_len, "kcore": 0},
                         result={"best_epoch": result.best_epoch, "seconds": result.seconds})
         write_json(self.it(k) / f"metrics-{kind}.json",
                    {"valid": result.valid, "test": test, "best_epoch": result.best_epoch,

@@ -141,3 +141,19 @@ def test_bench_bad_input(argv, message, capsys):
     assert main(argv.split()) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and re.search(message, err)
+
+
+def test_generate_can_seed_from_an_earlier_round(sasrec_ckpt, tmp_path, capsys):
+    assert main(["build-engine", str(sasrec_ckpt), "--out", str(tmp_path / "e")]) == 0
+    first, second = tmp_path / "r1.txt", tmp_path / "r2.txt"
+    assert main(["generate", "-e", str(tmp_path / "e.onnx"), "--out", str(first), "--m", "1"]) == 0
+    assert main(["generate", "-e", str(tmp_path / "e.onnx"), "--out", str(second), "--m", "1",
+                 "--extra", str(first), "--synthetic-seeds"]) == 0
+    import json
+    a = json.loads((tmp_path / "r1.txt.json").read_text())
+    b = json.loads((tmp_path / "r2.txt.json").read_text())
+    assert b["trajectories"] == a["trajectories"] + a["kept"]   # the first round's rows seed too
+    capsys.readouterr()
+    assert main(["generate", "-e", str(tmp_path / "e.onnx"), "--out", str(tmp_path / "x.txt"),
+                 "--synthetic-seeds"]) == 2
+    assert "--synthetic-seeds needs --extra" in capsys.readouterr().err

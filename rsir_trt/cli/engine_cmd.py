@@ -56,7 +56,8 @@ def generate_cmd(
     start: str = typer.Option("first", "--start", help="first | prefix"),
     sample_topk: int = typer.Option(0, "--sample-topk", help="0 = greedy; k = top-k sampling."),
     temperature: float = typer.Option(1.0, "--temperature"),
-    synthetic_seeds: bool = typer.Option(False, "--synthetic-seeds", help="Also seed from --extra rows."),
+    extra: Optional[Path] = typer.Option(None, "--extra", help="Synthetic rows from an earlier round (generate's output)."),
+    synthetic_seeds: bool = typer.Option(False, "--synthetic-seeds", help="Also seed from the --extra rows."),
     seed: int = typer.Option(0, "--seed"),
     batch_size: int = typer.Option(256, "--batch-size"),
 ):
@@ -72,12 +73,23 @@ def generate_cmd(
     runtime = open_runtime(engine, backend, provider=provider, topk=sample_topk)
     ds = open_dataset(data, fmt, max_len=runtime.meta.max_len, item_tokens=runtime.meta.item_tokens)
     runtime.meta.check(str(engine), item_tokens=ds.item_tokens, max_len=max_len, topk=sample_topk)
+    if synthetic_seeds and extra is None:
+        raise RsirError("--synthetic-seeds needs --extra FILE (the synthetic rows to seed from)")
+    if extra is not None:
+        from ..data import build
+        from ..data.readers import read_sequence_lines
+        users, seqs = read_sequence_lines(extra)
+        rows = build(extra.name, users, seqs, max_len=runtime.meta.max_len, item_tokens=ds.item_tokens,
+                     source=str(extra))
+        ds.synthetic.sequences += rows.sequences
+        ds.synthetic.seed_user += [0] * len(rows.sequences)   # provenance of earlier rounds is in their own file
+        ds.synthetic.iteration += [0] * len(rows.sequences)
     from rich.progress import Progress
     with Progress(console=err_console, transient=True) as bar:
         task = bar.add_task(f"generating on {runtime.name}", total=None)
         result = generate(runtime, ds, cfg, progress=lambda d, n: bar.update(task, completed=d, total=n))
-    ds.synthetic = result.synthetic
-    write_synthetic(out, ds)
+    from ..data import SequenceData
+    write_synthetic(out, SequenceData(ds.name, ds.users, ds.item_tokens, ds.sequences, result.synthetic))
     write_json(Path(str(out) + ".json"), result.stats)
     st = result.stats
     table = Table(title=f"generated on {runtime.name}: {ds.name}")

@@ -37,6 +37,7 @@ def loop_cmd(
     m: int = typer.Option(5, "--m"),
     keep_failing: bool = typer.Option(False, "--keep-failing"),
     sample_topk: int = typer.Option(0, "--sample-topk"),
+    synthetic_seeds: bool = typer.Option(False, "--synthetic-seeds", help="Also seed from synthetic rows already in D_k."),
     gen_batch: int = typer.Option(256, "--gen-batch"),
     seed: int = typer.Option(0, "--seed"),
 ):
@@ -46,7 +47,8 @@ def loop_cmd(
                      dropout=dropout, seed=seed,
                      train=TrainConfig(loss=loss, lr=lr, batch_size=batch_size, epochs=epochs, patience=patience).__dict__,
                      gen=GenConfig(tau=tau, p=p, m=m, max_len=max_len, keep_failing=keep_failing,
-                                   sample_topk=sample_topk, batch_size=gen_batch).__dict__)
+                                   sample_topk=sample_topk, synthetic_seeds=synthetic_seeds,
+                                   batch_size=gen_batch).__dict__)
     if backend not in ("onnxruntime", "tensorrt", "torch", "reference"):
         from ..errors import RsirError
         raise RsirError(f"--backend: {backend!r} is not one of onnxruntime, tensorrt, torch, reference")
