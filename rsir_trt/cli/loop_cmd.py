@@ -73,5 +73,5 @@ def loop_cmd(
                 console.print(info)
         report = Run(root, cfg, ds, log=log, progress=progress).run()
     console.print(f"\n[bold]{report['title']}[/bold]")
-    console.print(markdown(report["iterations"]))
+    console.print(markdown(report["iterations"]), soft_wrap=True, highlight=False)
     console.print(f"report: {root / 'report.md'}, plot: {root / 'metrics.png'}")
