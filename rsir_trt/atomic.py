@@ -25,17 +25,36 @@ def atomic_path(path: str | os.PathLike):
     """Yield a temp path; on success it is renamed onto `path`, on error removed."""
     path = Path(path)
     _check_dir(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:  # os.access says yes to root even where the filesystem says no: try for real
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise RsirError(f"{path}: cannot write in {path.parent} ({e.strerror})") from None
     os.close(fd)
     try:
         yield Path(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise RsirError(f"{path}: write failed ({e.strerror or e})") from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def check_writable(path) -> None:
+    """Fail before long work, not after it: can a file be created beside `path`?"""
+    path = Path(path)
+    _check_dir(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+    except OSError as e:
+        raise RsirError(f"{path}: cannot write in {path.parent} ({e.strerror})") from None
+    os.close(fd)
+    os.unlink(tmp)
 
 
 def write_text(path, text: str) -> None:

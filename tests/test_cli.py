@@ -64,6 +64,9 @@ CASES = [
     ("gen-smax", "generate --engine {d}/engine.onnx --max-len 80 --out {o}", r"S_max is 50, request needs 80"),
     ("gen-no-topk", "generate --engine {d}/engine.onnx --sample-topk 5 --out {o}", r"--topk >= 5"),
     ("gen-out-dir", "generate --engine {d}/engine.onnx --out {d}/no/dir/x.txt", r"directory .* does not exist"),
+    ("gen-read-only-dir", "generate --engine {d}/engine.onnx --out /sys/rsir-test.txt", r"cannot write in /sys"),
+    ("train-read-only-dir", "train --out /sys/rsir-run", r"--out /sys/rsir-run: cannot create"),
+    ("build-read-only-dir", "build-engine {ckpt} --out /sys/rsir-e", r"cannot write in /sys"),
     ("gen-provider", "generate --engine {d}/engine.onnx --provider cuda --out {o}", r"CUDAExecutionProvider is not available"),
     # loop
     ("loop-iterations", "loop --iterations 0 --out {o}", r"--iterations must be >= 1"),

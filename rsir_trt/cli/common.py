@@ -43,6 +43,9 @@ def out_dir(path: Optional[Path], default: str) -> Path:
         raise RsirError(f"--out {path}: parent directory {parent} does not exist")
     try:
         path.mkdir(exist_ok=True)
+        probe = path / ".rsir-write-probe"
+        probe.touch()  # os.access trusts root; the filesystem may not (read-only mounts)
+        probe.unlink()
     except OSError as e:
         raise RsirError(f"--out {path}: cannot create ({e.strerror})") from None
     return path

@@ -6,7 +6,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ..atomic import write_json
+from ..atomic import check_writable, write_json
 from ..build import build_engine
 from ..data import open_dataset, write_synthetic
 from ..errors import RsirError
@@ -31,8 +31,7 @@ def build_engine_cmd(
         raise RsirError(f"--exporter: {exporter!r} is not one of torchscript, dynamo")
     name = ckpt.parent.name if ckpt.suffix == ".pt" else ckpt.name
     stem = out or Path("engines") / name
-    if not Path(stem).parent.is_dir():
-        raise RsirError(f"--out {stem}: directory {Path(stem).parent} does not exist")
+    check_writable(Path(stem).with_suffix(".onnx"))
     s = build_engine(ckpt, Path(stem), backend, topk, precision, (min_batch, opt_batch, max_batch),
                      dynamo=exporter == "dynamo")
     table = Table(title="engine built")
@@ -68,8 +67,7 @@ def generate_cmd(
     cfg.check()
     if out.exists() and out.is_dir():
         raise RsirError(f"--out {out}: is a directory")
-    if not out.parent.is_dir():
-        raise RsirError(f"--out {out}: directory {out.parent} does not exist")
+    check_writable(out)
     runtime = open_runtime(engine, backend, provider=provider, topk=sample_topk)
     ds = open_dataset(data, fmt, max_len=runtime.meta.max_len, item_tokens=runtime.meta.item_tokens)
     runtime.meta.check(str(engine), item_tokens=ds.item_tokens, max_len=max_len, topk=sample_topk)
