@@ -30,6 +30,8 @@ def build_engine_cmd(
     if exporter not in ("torchscript", "dynamo"):
         raise RsirError(f"--exporter: {exporter!r} is not one of torchscript, dynamo")
     name = ckpt.parent.name if ckpt.suffix == ".pt" else ckpt.name
+    if out is None:
+        Path("engines").mkdir(exist_ok=True)  # the default place; an explicit --out must exist
     stem = out or Path("engines") / name
     check_writable(Path(stem).with_suffix(".onnx"))
     s = build_engine(ckpt, Path(stem), backend, topk, precision, (min_batch, opt_batch, max_batch),
