@@ -23,9 +23,10 @@ def fit(model, data, cfg: TrainConfig, title: str, quiet: bool = False):
         task = bar.add_task(title, total=cfg.epochs, info="")
 
         def progress(epoch, loss, valid, is_best):
-            mark = "*" if is_best else " "
-            bar.update(task, completed=epoch,
-                       info=f"ep {epoch} loss {loss:.4f} valid ndcg@20 {valid['ndcg@20']:.4f}{mark}")
+            info = f"epoch {epoch} loss {loss:.4f} valid ndcg@20 {valid['ndcg@20']:.4f}{'*' if is_best else ''}"
+            bar.update(task, completed=epoch, info=info)
+            if not console.is_terminal and not quiet:  # logs of background runs get one line per epoch
+                console.print(info)
         return train(model, data, cfg, progress=progress)
 
 
