@@ -19,11 +19,6 @@ MaxLenOpt = typer.Option(50, "--max-len", help="Keep each user's last N items; a
 KcoreOpt = typer.Option(0, "--kcore", help="Iterative k-core filter (0 = off).")
 
 
-def check(cond: bool, message: str) -> None:
-    if not cond:
-        raise RsirError(message)
-
-
 def metrics_table(title: str, rows: dict[str, dict], keys=("recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr")) -> Table:
     table = Table(title=title)
     table.add_column("")

@@ -7,6 +7,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..data import open_dataset
+from ..errors import RsirError
 from ..generate import GenConfig
 from ..loop import LoopConfig, Run, start_run
 from ..report import markdown
@@ -50,12 +51,10 @@ def loop_cmd(
                                    sample_topk=sample_topk, synthetic_seeds=synthetic_seeds,
                                    batch_size=gen_batch).__dict__)
     if backend not in ("onnxruntime", "tensorrt", "torch", "reference"):
-        from ..errors import RsirError
         raise RsirError(f"--backend: {backend!r} is not one of onnxruntime, tensorrt, torch, reference")
     ds = open_dataset(data, max_len=max_len)
     root = Path(out or f"runs/loop-{ds.name}")
     if not root.parent.is_dir():
-        from ..errors import RsirError
         raise RsirError(f"--out {root}: directory {root.parent} does not exist")
     start_run(root, cfg, resume)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
