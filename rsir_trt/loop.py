@@ -100,7 +100,8 @@ class Run:
         model = create_model(self.model_config(kind), seed=tcfg.seed)
         if self.cfg.finetune and k > 0:
             model.load_state_dict(checkpoint.load(self.it(k - 1) / f"{kind}.pt")["state_dict"])
-        self.log(f"iter {k}: training {kind} on {len(data.training_set()):,} sequences")
+        train_set = data.training_set()
+        self.log(f"iter {k}: training {kind} on {len(train_set):,} sequences")
         def progress(epoch, *args):
             fault.point(f"{step}:epoch{epoch}")
             if self.progress:
@@ -113,17 +114,17 @@ class Run:
         write_json(self.it(k) / f"metrics-{kind}.json",
                    {"valid": result.valid, "test": test, "best_epoch": result.best_epoch,
                     "epochs_run": result.epochs_run, "train_seconds": round(result.seconds, 1),
-                    "train_sequences": len(data.training_set()),
-                    "train_interactions": int(sum(len(s) for s in data.training_set()))})
+                    "train_sequences": len(train_set),
+                    "train_interactions": int(sum(len(s) for s in train_set))})
         self.mark(step)
 
     def export_step(self, k: int) -> None:
         step = f"iter{k}/export"
         if step in self.done:
             return
-        from .build import build_engine
         if self.cfg.backend in ("torch", "reference"):  # these run the checkpoint itself
             return
+        from .build import build_engine
         build_engine(self.it(k) / f"{self.cfg.teacher}.pt", self.it(k) / "engine", backend=self.cfg.backend,
                      topk=GenConfig(**self.cfg.gen).sample_topk)
         fault.point(step)
