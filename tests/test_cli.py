@@ -156,6 +156,8 @@ def test_generate_can_seed_from_an_earlier_round(sasrec_ckpt, tmp_path, capsys):
     a = json.loads((tmp_path / "r1.txt.json").read_text())
     b = json.loads((tmp_path / "r2.txt.json").read_text())
     assert b["trajectories"] == a["trajectories"] + a["kept"]   # the first round's rows seed too
+    prov = (tmp_path / "r2.txt.provenance.tsv").read_text().splitlines()[1:]
+    assert prov and all(1 <= int(line.split("\t")[1]) <= 943 for line in prov)   # real seed users
     capsys.readouterr()
     assert main(["generate", "-e", str(tmp_path / "e.onnx"), "--out", str(tmp_path / "x.txt"),
                  "--synthetic-seeds"]) == 2
