@@ -20,16 +20,23 @@ def _check_dir(path: Path) -> None:
         raise RsirError(f"{path}: directory {parent} is not writable")
 
 
+def _temp_beside(path: Path, suffix: str) -> str:
+    """An empty temp file in path's directory. os.access says yes to root even where the
+    filesystem says no, so this is the real writability test."""
+    _check_dir(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    except OSError as e:
+        raise RsirError(f"{path}: cannot write in {path.parent} ({e.strerror})") from None
+    os.close(fd)
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temp path; on success it is renamed onto `path`, on error removed."""
     path = Path(path)
-    _check_dir(path)
-    try:  # os.access says yes to root even where the filesystem says no: try for real
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise RsirError(f"{path}: cannot write in {path.parent} ({e.strerror})") from None
-    os.close(fd)
+    tmp = _temp_beside(path, ".tmp")
     try:
         yield Path(tmp)
         with open(tmp, "rb") as f:
@@ -47,14 +54,7 @@ def atomic_path(path: str | os.PathLike):
 
 def check_writable(path) -> None:
     """Fail before long work, not after it: can a file be created beside `path`?"""
-    path = Path(path)
-    _check_dir(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
-    except OSError as e:
-        raise RsirError(f"{path}: cannot write in {path.parent} ({e.strerror})") from None
-    os.close(fd)
-    os.unlink(tmp)
+    os.unlink(_temp_beside(Path(path), ".probe"))
 
 
 def write_text(path, text: str) -> None:

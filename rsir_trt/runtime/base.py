@@ -24,6 +24,12 @@ class Runtime:
     meta: EngineMeta
 
     @property
+    def n_head(self) -> int:
+        """Head outputs before the cache rows (see step.py)."""
+        from ..step import HEAD_OUTPUTS, SAMPLING_OUTPUTS
+        return len(HEAD_OUTPUTS) + (len(SAMPLING_OUTPUTS) if self.meta.topk else 0) + int(self.meta.with_logits)
+
+    @property
     def cache_kind(self) -> str:
         return "kv" if self.meta.model["kind"] == "sasrec" else "state"
 

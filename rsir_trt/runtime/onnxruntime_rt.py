@@ -43,9 +43,6 @@ class OnnxRuntime(Runtime):
         self.provider, self.threads = provider, so.intra_op_num_threads
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = [o.name for o in self.session.get_outputs()]
-        self.n_head = 6 if self.meta.topk else 3
-        if self.meta.with_logits:
-            self.n_head += 1
         self.cache: list[np.ndarray] = []
         self.cache_shapes = [tuple(i.shape[1:]) for i in self.session.get_inputs()[4:]]
 

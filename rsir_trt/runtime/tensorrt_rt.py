@@ -130,7 +130,6 @@ class TensorRTRuntime(Runtime):
         mode = trt.TensorIOMode.INPUT
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == mode]
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) != mode]
-        self.n_head = 6 if self.meta.topk else 3
         self.stream = torch.cuda.Stream()
         self.dev = torch.device("cuda")
         self.cache: list = []

@@ -27,15 +27,14 @@ class TorchRuntime(Runtime):
         dev = self.device
         t = [torch.from_numpy(a).to(dev) for a in (item, pos, seed_items, traj)]
         out = self.step_module(*t, *self.cache)
-        n_head = 6 if self.meta.topk else 3
-        rows = out[n_head:]
+        rows = out[self.n_head:]
         if self.cache_kind == "kv":
             b = torch.arange(len(item), device=dev)
             for buf, row in zip(self.cache, rows):
                 buf[b, :, t[1]] = row
         else:
             self.cache = list(rows)
-        host = [o.cpu().numpy() for o in out[:n_head]]
+        host = [o.cpu().numpy() for o in out[:self.n_head]]
         return StepOut(*host)
 
     def keep(self, rows: np.ndarray) -> None:
