@@ -14,6 +14,7 @@ ends with exactly the results of an uninterrupted one."""
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -58,6 +59,11 @@ class LoopConfig:
         d = asdict(self)
         d.pop("iterations")
         return d
+
+    def baseline(self) -> dict:
+        """What determines the iteration-0 models: runs that agree here share them."""
+        d = asdict(self)
+        return {k: d[k] for k in ("data", "max_len", "dim", "layers", "heads", "dropout", "train", "seed")}
 
 
 class Run:
@@ -189,8 +195,31 @@ class Run:
         return write_report(self.root, self.cfg)
 
 
-def start_run(root: Path, cfg: LoopConfig, resume: bool) -> None:
-    """Create the run directory or check a resumed one matches its config."""
+def branch(root: Path, cfg: LoopConfig, source: Path) -> None:
+    """Reuse the iteration-0 models of another run trained the same way, so that ablations
+    (tau, p, m, teacher, ...) start from the very same baseline without retraining it."""
+    src_cfg = source / "config.json"
+    if not src_cfg.exists():
+        raise RsirError(f"--branch-from {source}: not a run directory (no config.json)")
+    old = LoopConfig(**json.loads(src_cfg.read_text())).baseline()
+    diff = sorted(k for k, v in cfg.baseline().items() if old.get(k) != v)
+    if diff:
+        raise RsirError(f"--branch-from {source}: its iteration 0 was trained with different settings ({', '.join(diff)})")
+    src_done = json.loads((source / "state.json").read_text())["done"] if (source / "state.json").exists() else []
+    kinds = [k for k in dict.fromkeys([cfg.teacher, cfg.student]) if f"iter0/train-{k}" in src_done]
+    if not kinds:
+        raise RsirError(f"--branch-from {source}: it has no finished iteration-0 {' or '.join({cfg.teacher, cfg.student})} model")
+    (root / "iter0").mkdir(parents=True, exist_ok=True)
+    for kind in kinds:
+        for name in (f"{kind}.pt", f"metrics-{kind}.json"):
+            with atomic_path(root / "iter0" / name) as tmp:
+                shutil.copyfile(source / "iter0" / name, tmp)
+    write_json(root / "state.json", {"done": [f"iter0/train-{k}" for k in kinds]})
+
+
+def start_run(root: Path, cfg: LoopConfig, resume: bool, branch_from: Path | None = None) -> None:
+    """Create the run directory (optionally branched from another run's iteration 0) or
+    check a resumed one matches its config."""
     cfg.check()
     root = Path(root)
     cfg_path = root / "config.json"
@@ -205,4 +234,6 @@ def start_run(root: Path, cfg: LoopConfig, resume: bool) -> None:
     elif resume:
         raise RsirError(f"{root}: nothing to resume (no config.json)")
     root.mkdir(parents=True, exist_ok=True)
-    write_json(cfg_path, asdict(cfg))
+    if branch_from is not None and not cfg_path.exists():
+        branch(root, cfg, Path(branch_from))
+    write_json(cfg_path, asdict(cfg))  # last: a run without it is started afresh

@@ -28,14 +28,14 @@ def collect(root: Path, student: str) -> list[dict]:
 
 def markdown(rows: list[dict]) -> str:
     base = rows[0]["test"]
-    lines = ["| iter | train seqs | interactions | valid R@10 | valid N@10 | test R@10 | test N@10 | test R@20 | test N@20 | ΔR@10 | gen kept | gen s |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| iter | train seqs | interactions | valid R@10 | valid N@10 | test R@10 | test N@10 | test R@20 | test N@20 | ΔR@10 | ΔN@10 | gen kept | gen s |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         v, t = r["valid"], r["test"]
-        delta = 100 * (t["recall@10"] / base["recall@10"] - 1) if base["recall@10"] else 0.0
+        delta = {x: 100 * (t[x] / base[x] - 1) if base[x] else 0.0 for x in ("recall@10", "ndcg@10")}
         lines.append(f"| {r['iteration']} | {r['train_sequences']:,} | {r['train_interactions']:,} | "
                      f"{v['recall@10']:.4f} | {v['ndcg@10']:.4f} | {t['recall@10']:.4f} | {t['ndcg@10']:.4f} | "
-                     f"{t['recall@20']:.4f} | {t['ndcg@20']:.4f} | {delta:+.1f}% | {r['generated_kept']:,} | "
+                     f"{t['recall@20']:.4f} | {t['ndcg@20']:.4f} | {delta['recall@10']:+.1f}% | {delta['ndcg@10']:+.1f}% | {r['generated_kept']:,} | "
                      f"{r['generation_seconds']:.1f} |")
     return "\n".join(lines) + "\n"
 

@@ -74,3 +74,16 @@ def test_weak_to_strong_and_finetune(tmp_path):
     assert (run / "iter0" / "gru4rec.pt").exists() and (run / "iter1" / "sasrec.pt").exists()
     gen = json.loads((run / "iter0" / "generation.json").read_text())
     assert gen["runtime"]["runtime"] == "onnxruntime" and gen["kept"] > 0
+
+
+def test_branch_reuses_the_baseline_and_refuses_a_different_one(reference_run, tmp_path):
+    run = tmp_path / "ablation"
+    r = cli([*ARGS, "--tau", "1682", "--out", str(run), "--branch-from", str(reference_run)])
+    assert r.returncode == 0, r.stderr
+    assert "iter 0: training" not in r.stdout                     # iteration 0 was not retrained
+    ours, theirs = (json.loads((x / "report.json").read_text())["iterations"] for x in (run, reference_run))
+    assert ours[0]["test"] == theirs[0]["test"] and ours[0]["valid"] == theirs[0]["valid"]
+    assert ours[1]["train_sequences"] != theirs[1]["train_sequences"]  # the ablation generated differently
+    bad = cli([*ARGS, "--epochs", "3", "--out", str(tmp_path / "other"), "--branch-from", str(reference_run)])
+    assert bad.returncode == 2 and bad.stderr.count("error:") == 1 and "Traceback" not in bad.stderr
+    assert "train" in bad.stderr and not (tmp_path / "other" / "config.json").exists()

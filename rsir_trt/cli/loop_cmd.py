@@ -20,6 +20,7 @@ def loop_cmd(
     iterations: int = typer.Option(3, "--iterations", "-k"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default runs/loop-<data>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its last finished step."),
+    branch_from: Optional[Path] = typer.Option(None, "--branch-from", help="Reuse the iteration-0 models of this run (same data and training settings)."),
     teacher: str = typer.Option("sasrec", "--teacher", help="Model that generates (sasrec | gru4rec)."),
     student: Optional[str] = typer.Option(None, "--student", help="Model evaluated (default: the teacher)."),
     finetune: bool = typer.Option(False, "--finetune", help="RSIR-FT: successor starts from its predecessor."),
@@ -56,7 +57,7 @@ def loop_cmd(
     root = Path(out or f"runs/loop-{ds.name}")
     if not root.parent.is_dir():
         raise RsirError(f"--out {root}: directory {root.parent} does not exist")
-    start_run(root, cfg, resume)
+    start_run(root, cfg, resume, branch_from)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("", total=None, info="")
