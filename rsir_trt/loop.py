@@ -176,7 +176,7 @@ class Run:
         best = -1.0
         for k in range(c.iterations + 1):
             data = self.data_at(k)
-            for kind in kinds:
+            for kind in kinds if k < c.iterations else [c.student]:  # the last teacher would teach no one
                 self.train_step(k, kind, data)
             valid = json.loads((self.it(k) / f"metrics-{c.student}.json").read_text())["valid"]["ndcg@20"]
             if c.stop_early and k > 0 and valid <= best:

@@ -72,6 +72,7 @@ def test_weak_to_strong_and_finetune(tmp_path):
     r = cli([*ARGS, "--teacher", "gru4rec", "--student", "sasrec", "--finetune", "--out", str(run)])
     assert r.returncode == 0, r.stderr
     assert (run / "iter0" / "gru4rec.pt").exists() and (run / "iter1" / "sasrec.pt").exists()
+    assert not (run / "iter1" / "gru4rec.pt").exists()       # the last teacher would teach no one
     gen = json.loads((run / "iter0" / "generation.json").read_text())
     assert gen["runtime"]["runtime"] == "onnxruntime" and gen["kept"] > 0
 
