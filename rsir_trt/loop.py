@@ -195,9 +195,9 @@ class Run:
         return write_report(self.root, self.cfg)
 
 
-def branch(root: Path, cfg: LoopConfig, source: Path) -> None:
-    """Reuse the iteration-0 models of another run trained the same way, so that ablations
-    (tau, p, m, teacher, ...) start from the very same baseline without retraining it."""
+def branch_kinds(cfg: LoopConfig, source: Path) -> list[str]:
+    """The iteration-0 models of `source` this run can reuse: same data and training
+    settings, so ablations (tau, p, m, teacher, ...) start from the very same baseline."""
     src_cfg = source / "config.json"
     if not src_cfg.exists():
         raise RsirError(f"--branch-from {source}: not a run directory (no config.json)")
@@ -206,10 +206,15 @@ def branch(root: Path, cfg: LoopConfig, source: Path) -> None:
     if diff:
         raise RsirError(f"--branch-from {source}: its iteration 0 was trained with different settings ({', '.join(diff)})")
     src_done = json.loads((source / "state.json").read_text())["done"] if (source / "state.json").exists() else []
-    kinds = [k for k in dict.fromkeys([cfg.teacher, cfg.student]) if f"iter0/train-{k}" in src_done]
+    wanted = list(dict.fromkeys([cfg.teacher, cfg.student]))
+    kinds = [k for k in wanted if f"iter0/train-{k}" in src_done]
     if not kinds:
-        raise RsirError(f"--branch-from {source}: it has no finished iteration-0 {' or '.join({cfg.teacher, cfg.student})} model")
-    (root / "iter0").mkdir(parents=True, exist_ok=True)
+        raise RsirError(f"--branch-from {source}: it has no finished iteration-0 {' or '.join(wanted)} model")
+    return kinds
+
+
+def branch(root: Path, source: Path, kinds: list[str]) -> None:
+    (root / "iter0").mkdir(exist_ok=True)
     for kind in kinds:
         for name in (f"{kind}.pt", f"metrics-{kind}.json"):
             with atomic_path(root / "iter0" / name) as tmp:
@@ -233,7 +238,8 @@ def start_run(root: Path, cfg: LoopConfig, resume: bool, branch_from: Path | Non
             raise RsirError(f"{root}: --resume with different settings ({', '.join(diff)}) than the run was started with")
     elif resume:
         raise RsirError(f"{root}: nothing to resume (no config.json)")
+    kinds = branch_kinds(cfg, Path(branch_from)) if branch_from is not None and not cfg_path.exists() else []
     root.mkdir(parents=True, exist_ok=True)
-    if branch_from is not None and not cfg_path.exists():
-        branch(root, cfg, Path(branch_from))
+    if kinds:
+        branch(root, Path(branch_from), kinds)
     write_json(cfg_path, asdict(cfg))  # last: a run without it is started afresh
