@@ -195,13 +195,20 @@ class Run:
         return write_report(self.root, self.cfg)
 
 
+def read_config(path: Path) -> LoopConfig:
+    try:
+        return LoopConfig(**json.loads(path.read_text()))
+    except (ValueError, TypeError) as e:
+        raise RsirError(f"{path}: not a loop config ({e})") from None
+
+
 def branch_kinds(cfg: LoopConfig, source: Path) -> list[str]:
     """The iteration-0 models of `source` this run can reuse: same data and training
     settings, so ablations (tau, p, m, teacher, ...) start from the very same baseline."""
     src_cfg = source / "config.json"
     if not src_cfg.exists():
         raise RsirError(f"--branch-from {source}: not a run directory (no config.json)")
-    old = LoopConfig(**json.loads(src_cfg.read_text())).baseline()
+    old = read_config(src_cfg).baseline()
     diff = sorted(k for k, v in cfg.baseline().items() if old.get(k) != v)
     if diff:
         raise RsirError(f"--branch-from {source}: its iteration 0 was trained with different settings ({', '.join(diff)})")
@@ -229,8 +236,7 @@ def start_run(root: Path, cfg: LoopConfig, resume: bool, branch_from: Path | Non
     root = Path(root)
     cfg_path = root / "config.json"
     if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
-        old_cfg = LoopConfig(**old)
+        old_cfg = read_config(cfg_path)
         if not resume:
             raise RsirError(f"{root}: run directory exists; pass --resume to continue it, or choose another --out")
         if old_cfg.comparable() != cfg.comparable():

@@ -88,3 +88,12 @@ def test_branch_reuses_the_baseline_and_refuses_a_different_one(reference_run, t
     bad = cli([*ARGS, "--epochs", "3", "--out", str(tmp_path / "other"), "--branch-from", str(reference_run)])
     assert bad.returncode == 2 and bad.stderr.count("error:") == 1 and "Traceback" not in bad.stderr
     assert "train" in bad.stderr and not (tmp_path / "other").exists()  # nothing created
+
+
+def test_branch_from_a_corrupt_run_is_one_error_line(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "config.json").write_text("{ not json")
+    r = cli([*ARGS, "--out", str(tmp_path / "new"), "--branch-from", str(src)])
+    assert r.returncode == 2 and r.stderr.count("error:") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "not a loop config" in r.stderr and not (tmp_path / "new").exists()
