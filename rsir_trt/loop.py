@@ -66,11 +66,16 @@ class LoopConfig:
         return {k: d[k] for k in ("data", "max_len", "dim", "layers", "heads", "dropout", "train", "seed")}
 
 
+def finished_steps(root: Path) -> list[str]:
+    state = root / "state.json"
+    return json.loads(state.read_text())["done"] if state.exists() else []
+
+
 class Run:
     def __init__(self, root: Path, cfg: LoopConfig, data: SequenceData, log=print, progress=None):
         self.root, self.cfg, self.base, self.log, self.progress = Path(root), cfg, data, log, progress
         self.state_path = self.root / "state.json"
-        self.done: list[str] = json.loads(self.state_path.read_text())["done"] if self.state_path.exists() else []
+        self.done: list[str] = finished_steps(self.root)
 
     # --- bookkeeping -------------------------------------------------------------
     def mark(self, step: str) -> None:
@@ -212,7 +217,7 @@ def branch_kinds(cfg: LoopConfig, source: Path) -> list[str]:
     diff = sorted(k for k, v in cfg.baseline().items() if old.get(k) != v)
     if diff:
         raise RsirError(f"--branch-from {source}: its iteration 0 was trained with different settings ({', '.join(diff)})")
-    src_done = json.loads((source / "state.json").read_text())["done"] if (source / "state.json").exists() else []
+    src_done = finished_steps(source)
     wanted = list(dict.fromkeys([cfg.teacher, cfg.student]))
     kinds = [k for k in wanted if f"iter0/train-{k}" in src_done]
     if not kinds:
@@ -244,8 +249,9 @@ def start_run(root: Path, cfg: LoopConfig, resume: bool, branch_from: Path | Non
             raise RsirError(f"{root}: --resume with different settings ({', '.join(diff)}) than the run was started with")
     elif resume:
         raise RsirError(f"{root}: nothing to resume (no config.json)")
-    kinds = branch_kinds(cfg, Path(branch_from)) if branch_from is not None and not cfg_path.exists() else []
+    source = Path(branch_from) if branch_from is not None and not cfg_path.exists() else None
+    kinds = branch_kinds(cfg, source) if source else []
     root.mkdir(parents=True, exist_ok=True)
     if kinds:
-        branch(root, Path(branch_from), kinds)
+        branch(root, source, kinds)
     write_json(cfg_path, asdict(cfg))  # last: a run without it is started afresh

@@ -3,6 +3,7 @@ slots; `step` runs the decode graph for every slot and writes the new cache rows
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -23,9 +24,9 @@ class Runtime:
     name = "base"
     meta: EngineMeta
 
-    @property
+    @cached_property
     def n_head(self) -> int:
-        """Head outputs before the cache rows (see step.py)."""
+        """Head outputs before the cache rows (see step.py); read at every step, computed once."""
         from ..step import HEAD_OUTPUTS, SAMPLING_OUTPUTS
         return len(HEAD_OUTPUTS) + (len(SAMPLING_OUTPUTS) if self.meta.topk else 0) + int(self.meta.with_logits)
 
