@@ -19,7 +19,7 @@ import torch
 from .data.dataset import SequenceData
 from .engine_meta import EngineMeta
 from .generate import GenConfig, Plan, generate
-from .system import set_torch_threads
+from .system import configure_cpu
 
 RUNTIMES = ("reference", "torch", "onnxruntime", "tensorrt")
 
@@ -128,7 +128,7 @@ def synthetic_seeds(n: int, V: int, rng, mean_len: int = 8) -> SequenceData:
 def run_bench(model, data: SequenceData | None, runtimes: list[str], batches: list[int], steps: int = 30,
               warmup: int = 5, gen_seeds: int = 512, gen_batch: int = 256, gen: GenConfig | None = None,
               device: str = "cpu", seed: int = 0, progress=print) -> dict:
-    threads = set_torch_threads()
+    threads = configure_cpu()
     model = model.eval()
     c = model.config
     V, S, d = c.num_items, c.max_len, c.dim

@@ -21,15 +21,16 @@ def pad(seqs: list[np.ndarray], length: int | None = None) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def target_ranks(scores: torch.Tensor, targets: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+def target_ranks(scores: torch.Tensor, targets: torch.Tensor, history: torch.Tensor,
+                 overwrite: bool = False) -> torch.Tensor:
     """scores [B, V]; targets [B]; history [B, T] padded with 0 -> 0-based ranks [B].
 
     Padding and history items are excluded; the target itself never is (a repeat
-    consumption still counts)."""
+    consumption still counts). overwrite=True masks `scores` in place (no B x V copy)."""
     target_score = scores.gather(1, targets[:, None])
-    scores = scores.scatter(1, history, float("-inf"))
+    scores = scores.scatter_(1, history, float("-inf")) if overwrite else scores.scatter(1, history, float("-inf"))
     scores[:, 0] = float("-inf")
-    return (scores > target_score).sum(1)
+    return (scores > target_score).sum(1, dtype=torch.int32)  # int32: int64 costs a slow B x V cast
 
 
 def metrics_from_ranks(ranks: np.ndarray, ks=KS) -> dict[str, float]:
@@ -58,7 +59,7 @@ def rank_users(model, inputs: list[np.ndarray], targets: np.ndarray, batch_size:
         lengths = torch.tensor([len(s) for s in seqs])
         h = model.encode(pad(seqs))[torch.arange(len(seqs)), lengths - 1]
         scores = h @ model.item_weight.T
-        ranks[idx] = target_ranks(scores, torch.from_numpy(targets[idx]), pad(hist)).numpy()
+        ranks[idx] = target_ranks(scores, torch.from_numpy(targets[idx]), pad(hist), overwrite=True).numpy()
     model.train(was_training)
     return ranks
 

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from .data import SequenceData
 from .errors import RsirError
 from .evaluate import evaluate, pad
-from .system import set_torch_threads
+from .softmax_loss import full_softmax_ce
+from .system import configure_cpu
 
 
 @dataclass
@@ -76,9 +77,7 @@ def next_item_loss(model, batch: torch.Tensor, cfg: TrainConfig, gen: torch.Gene
     t = targets[real]
     W = model.item_weight
     if cfg.loss == "ce":
-        logits = h @ W.T
-        logits[:, 0] = float("-inf")               # padding is never a next item
-        return F.cross_entropy(logits, t)
+        return full_softmax_ce(h, W, t)
     neg = torch.randint(1, W.shape[0], (cfg.negatives,), generator=gen)
     pos_logit = (h * W[t]).sum(-1, keepdim=True)
     neg_logit = h @ W[neg].T
@@ -92,7 +91,7 @@ def train(model, data: SequenceData, cfg: TrainConfig, progress=None, log=None) 
 
     progress(epoch, loss, valid_metrics, is_best) is called once per epoch."""
     cfg.check()
-    set_torch_threads()
+    configure_cpu()
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     seqs = [s[-(model.config.max_len + 1):] for s in data.training_set() if len(s) >= 2]

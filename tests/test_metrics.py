@@ -24,6 +24,9 @@ def test_ranks_exclude_history_and_padding():
     # target 4 (score 3): above it are 2 (5.0) and 3 (4.0); 2 is in the history -> rank 1
     r = target_ranks(scores, torch.tensor([4]), torch.tensor([[2, 0]]))
     assert r.tolist() == [1]
+    owned = scores.clone()  # evaluation masks its own score buffer in place: same rank
+    assert target_ranks(owned, torch.tensor([4]), torch.tensor([[2, 0]]), overwrite=True).tolist() == [1]
+    assert owned[0, 2] == float("-inf") and scores[0, 2] == 5.0
     # without history: rank 2
     assert target_ranks(scores, torch.tensor([4]), torch.tensor([[0]])).tolist() == [2]
 

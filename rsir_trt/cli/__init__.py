@@ -7,6 +7,7 @@ import sys
 import typer
 
 from ..errors import RsirError
+from ..system import keep_freed_memory
 from .common import err_console
 
 
@@ -41,6 +42,7 @@ app.add_typer(data_cmd.app, name="data")
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point. With argv (tests), returns the exit code instead of exiting."""
+    keep_freed_memory()
     try:
         app(args=argv, prog_name="rsir-trt")
         code = 0

@@ -1,0 +1,38 @@
+"""Full-softmax cross-entropy over the item vocabulary, fused by hand.
+
+`F.cross_entropy(h @ W.T, t)` materialises the N x V logits, then a log-softmax copy,
+a zero-filled N x V gradient for the NLL and a log-softmax backward: four N x V buffers
+per batch, which on CPU cost as much as the matmuls (profiled on Sports, V = 18,358).
+Here one N x V buffer holds the logits, is turned into the softmax in place, and
+becomes the logits' gradient in backward: the same loss, ~1.4x faster per batch."""
+from __future__ import annotations
+
+import torch
+
+
+class _FullSoftmaxCE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, W: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        z = h @ W.T                                   # [N, V], the only N x V buffer
+        z[:, 0] = float("-inf")                       # padding is never a next item
+        target = z.gather(1, t[:, None]).squeeze(1)
+        top = z.amax(1, keepdim=True)
+        z.sub_(top).exp_()                            # exp(z - max), in place
+        total = z.sum(1, keepdim=True)
+        loss = (total.log().squeeze(1) + top.squeeze(1) - target).mean()
+        ctx.save_for_backward(h, W, t, z, total)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        h, W, t, z, total = ctx.saved_tensors
+        n = len(t)
+        g = z.mul_(grad / n / total)                  # softmax * grad / N, in place
+        g[torch.arange(n), t] -= grad / n             # minus the one-hot target
+        return g @ W, g.T @ h, None
+
+
+def full_softmax_ce(h: torch.Tensor, W: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of -log softmax(h @ W.T)[t], item 0 (padding) excluded.
+    Backward reuses the forward's buffer, so call backward at most once per loss."""
+    return _FullSoftmaxCE.apply(h, W, t)
