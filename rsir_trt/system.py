@@ -18,10 +18,11 @@ def cpu_threads() -> int:
 def keep_freed_memory() -> bool:
     """Keep freed memory in the process instead of handing it back to the OS.
 
-    glibc serves every allocation above 32 MB (a B x V score or logits matrix) with a
-    fresh mmap and unmaps it on free, so each batch page-faults its buffers in again:
-    measured on Sports (V = 18,358) that doubled the cost of ranking a batch and of the
-    full-softmax step. jemalloc/tcmalloc via LD_PRELOAD do the same job; this is the
+    glibc serves every allocation above its mmap threshold (at most 32 MB; a B x V score
+    or logits matrix is larger) with a fresh mmap and unmaps it on free, so each batch
+    page-faults its buffers in again: measured on Sports (V = 18,358, benchmarks/
+    train_speed.py) that made validation ranking 2.2x and the full-softmax step 1.8x
+    slower. jemalloc/tcmalloc via LD_PRELOAD do the same job; this is the
     in-process equivalent (glibc only; elsewhere a no-op). Returns whether it applied."""
     if not sys.platform.startswith("linux"):
         return False
