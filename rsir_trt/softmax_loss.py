@@ -29,7 +29,9 @@ class _FullSoftmaxCE(torch.autograd.Function):
         n = len(t)
         g = z.mul_(grad / n / total)                  # softmax * grad / N, in place
         g[torch.arange(n), t] -= grad / n             # minus the one-hot target
-        return g @ W, g.T @ h, None
+        grad_h = g @ W if ctx.needs_input_grad[0] else None
+        grad_W = g.T @ h if ctx.needs_input_grad[1] else None
+        return grad_h, grad_W, None
 
 
 def full_softmax_ce(h: torch.Tensor, W: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
