@@ -69,7 +69,8 @@ def main() -> None:
         keep_freed_memory()
     data = open_dataset(args.data)
     cfg = TrainConfig(loss="ce")
-    seqs = [s[-51:] for s in data.training_set() if len(s) >= 2]
+    keep = ModelConfig().max_len + 1  # what train() feeds the model
+    seqs = [s[-keep:] for s in data.training_set() if len(s) >= 2]
     chosen = list(batches(seqs, cfg.batch_size, torch.Generator().manual_seed(0)))[: args.batches]
     model = create_model(ModelConfig(num_items=data.num_items), seed=0).eval()
     fused, ranks = train_mod.full_softmax_ce, evaluate_mod.target_ranks
