@@ -21,7 +21,7 @@ from .system import configure_cpu
 
 @dataclass
 class TrainConfig:
-    loss: str = "ce"           # ce: full softmax | sampled: uniform negatives
+    loss: str = "ce"           # ce: full softmax | sampled: uniform negatives shared by the batch
     negatives: int = 256
     lr: float = 2e-3
     weight_decay: float = 0.0
@@ -41,6 +41,8 @@ class TrainConfig:
             raise RsirError(f"--patience must be >= 1, got {self.patience}")
         if not self.lr > 0:
             raise RsirError(f"--lr must be > 0, got {self.lr}")
+        if not self.weight_decay >= 0:
+            raise RsirError(f"--weight-decay must be >= 0, got {self.weight_decay}")
 
 
 @dataclass

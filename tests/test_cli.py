@@ -36,6 +36,7 @@ CASES = [
     ("train-loss", "train --loss hinge --out {o}", r"--loss: 'hinge'"),
     ("train-batch", "train --batch-size 0 --out {o}", r"--batch-size must be >= 1"),
     ("train-epochs", "train --epochs 0 --out {o}", r"--epochs must be >= 1"),
+    ("train-weight-decay", "train --weight-decay -1 --out {o}", r"--weight-decay must be >= 0"),
     ("train-maxlen", "train --max-len 2 --out {o}", r"--max-len must be at least 3"),
     ("train-out-missing-dir", "train --out {d}/no/such/dir", r"parent directory .* does not exist"),
     ("train-out-is-file", "train --out {d}/a_file", r"exists and is not a directory"),

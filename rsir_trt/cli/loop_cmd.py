@@ -30,6 +30,7 @@ def loop_cmd(
     dim: int = typer.Option(64, "--dim"),
     dropout: float = typer.Option(0.5, "--dropout"),
     lr: float = typer.Option(2e-3, "--lr"),
+    weight_decay: float = typer.Option(0.0, "--weight-decay", help="Adam's L2 penalty."),
     batch_size: int = typer.Option(128, "--batch-size"),
     epochs: int = typer.Option(50, "--epochs", help="Per model; the loop trains K+1 of them."),
     patience: int = typer.Option(5, "--patience"),
@@ -47,7 +48,7 @@ def loop_cmd(
     cfg = LoopConfig(data=data, iterations=iterations, teacher=teacher, student=student or teacher,
                      finetune=finetune, stop_early=stop_early, backend=backend, max_len=max_len, dim=dim,
                      dropout=dropout, seed=seed,
-                     train=TrainConfig(loss=loss, lr=lr, batch_size=batch_size, epochs=epochs, patience=patience).__dict__,
+                     train=TrainConfig(loss=loss, lr=lr, weight_decay=weight_decay, batch_size=batch_size, epochs=epochs, patience=patience).__dict__,
                      gen=GenConfig(tau=tau, p=p, m=m, max_len=max_len, keep_failing=keep_failing,
                                    sample_topk=sample_topk, synthetic_seeds=synthetic_seeds,
                                    batch_size=gen_batch).__dict__)

@@ -44,6 +44,7 @@ def train_cmd(
     loss: str = typer.Option("ce", "--loss", help="ce (full softmax) | sampled"),
     negatives: int = typer.Option(256, "--negatives", help="Uniform negatives for --loss sampled."),
     lr: float = typer.Option(2e-3, "--lr"),
+    weight_decay: float = typer.Option(0.0, "--weight-decay", help="Adam's L2 penalty."),
     batch_size: int = typer.Option(128, "--batch-size"),
     epochs: int = typer.Option(200, "--epochs"),
     patience: int = typer.Option(10, "--patience"),
@@ -52,7 +53,7 @@ def train_cmd(
     """Train a sequential recommender; keeps the best-validation checkpoint, reports test."""
     ds = open_dataset(data, fmt, max_len=max_len, k_core=kcore)
     out = out_dir(out, f"runs/{ds.name}-{model}")
-    cfg = TrainConfig(loss=loss, negatives=negatives, lr=lr, batch_size=batch_size, epochs=epochs,
+    cfg = TrainConfig(loss=loss, negatives=negatives, lr=lr, weight_decay=weight_decay, batch_size=batch_size, epochs=epochs,
                       patience=patience, seed=seed)
     mcfg = ModelConfig(kind=model, num_items=ds.num_items, max_len=max_len, dim=dim, layers=layers,
                        heads=heads, dropout=dropout, attn_dropout=dropout)
