@@ -73,6 +73,7 @@ CASES = [
     ("loop-iterations", "loop --iterations 0 --out {o}", r"--iterations must be >= 1"),
     ("loop-tau", "loop --tau 0 --out {o}", r"--tau must be >= 1"),
     ("loop-p", "loop --p -0.1 --out {o}", r"--p must be in \[0, 1\]"),
+    ("loop-weight-decay", "loop --weight-decay -0.5 --out {o}", r"--weight-decay must be >= 0"),
     ("loop-backend", "loop --backend tvm --out {o}", r"--backend: 'tvm'"),
     ("loop-resume-nothing", "loop --resume --out {o}", r"nothing to resume"),
     ("loop-out-dir", "loop --out {d}/no/dir/run", r"directory .* does not exist"),
