@@ -7,6 +7,7 @@ from pathlib import Path
 from .atomic import atomic_path, write_json, write_text
 
 KEYS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
+SELECT_BY = "ndcg@20"  # the validation metric training stops on; the report picks an iteration with it too
 
 
 def collect(root: Path, student: str) -> list[dict]:
@@ -26,17 +27,28 @@ def collect(root: Path, student: str) -> list[dict]:
     return rows
 
 
+def selected(rows: list[dict]) -> int:
+    """The iteration a user should keep, chosen without looking at test: the highest
+    validation NDCG@20, the earliest on ties. RSIR's rounds do not improve monotonically."""
+    return max(rows, key=lambda r: (r["valid"][SELECT_BY], -r["iteration"]))["iteration"]
+
+
 def markdown(rows: list[dict]) -> str:
     base = rows[0]["test"]
-    lines = ["| iter | train seqs | interactions | valid R@10 | valid N@10 | test R@10 | test N@10 | test R@20 | test N@20 | ΔR@10 | ΔN@10 | gen kept | gen s |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| iter | train seqs | interactions | valid R@10 | valid N@10 | valid N@20 | test R@10 | test N@10 | test R@20 | test N@20 | ΔR@10 | ΔN@10 | gen kept | gen s |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         v, t = r["valid"], r["test"]
         delta = {x: 100 * (t[x] / base[x] - 1) if base[x] else 0.0 for x in ("recall@10", "ndcg@10")}
         lines.append(f"| {r['iteration']} | {r['train_sequences']:,} | {r['train_interactions']:,} | "
-                     f"{v['recall@10']:.4f} | {v['ndcg@10']:.4f} | {t['recall@10']:.4f} | {t['ndcg@10']:.4f} | "
+                     f"{v['recall@10']:.4f} | {v['ndcg@10']:.4f} | {v['ndcg@20']:.4f} | {t['recall@10']:.4f} | {t['ndcg@10']:.4f} | "
                      f"{t['recall@20']:.4f} | {t['ndcg@20']:.4f} | {delta['recall@10']:+.1f}% | {delta['ndcg@10']:+.1f}% | {r['generated_kept']:,} | "
                      f"{r['generation_seconds']:.1f} |")
+    k = selected(rows)
+    t = rows[k]["test"]
+    lines.append(f"\nSelected by validation {SELECT_BY} (test unseen): iteration {k}, test R@10 {t['recall@10']:.4f} "
+                 f"({100 * (t['recall@10'] / base['recall@10'] - 1) if base['recall@10'] else 0.0:+.1f}% over iteration 0), "
+                 f"N@10 {t['ndcg@10']:.4f}.")
     return "\n".join(lines) + "\n"
 
 
@@ -64,7 +76,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 def write_report(root: Path, cfg) -> dict:
     rows = collect(Path(root), cfg.student)
     title = f"RSIR on {cfg.data or 'ml-100k'}: teacher {cfg.teacher}, student {cfg.student}"
-    report = {"title": title, "iterations": rows}
+    report = {"title": title, "iterations": rows, "selected_iteration": selected(rows), "selected_by": f"valid {SELECT_BY}"}
     write_json(root / "report.json", report)
     write_text(root / "report.md", f"# {title}\n\n" + markdown(rows))
     plot(rows, root / "metrics.png", title)
