@@ -10,5 +10,5 @@ mkdir -p bench-out
 $RSIR bench --vocab 12102 --batch 1,32,256,1024 --steps 30 --gen-seeds 512 --m 1 --out bench-out/beauty-shape
 # 2) with a trained Beauty checkpoint and the real policy (tau=10, p=0.5, m=5) on real seeds
 if [ -n "${CKPT:-}" ]; then
-  $RSIR bench --ckpt "$CKPT" --data beauty --runtimes reference,torch,onnxruntime --batch 256 --gen-seeds 1000 --m 5 --out bench-out/beauty-trained
+  $RSIR bench --ckpt "$CKPT" --data beauty --runtimes reference,torch,onnxruntime --batch 256 --gen-seeds 22363 --m 5 --out bench-out/beauty-trained
 fi
