@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from .data import SequenceData
+from .wide_matmul import all_item_scores
 
 KS = (5, 10, 20)
 
@@ -58,7 +59,7 @@ def rank_users(model, inputs: list[np.ndarray], targets: np.ndarray, batch_size:
         seqs = [s[-max_len:] for s in hist]
         lengths = torch.tensor([len(s) for s in seqs])
         h = model.encode(pad(seqs))[torch.arange(len(seqs)), lengths - 1]
-        scores = h @ model.item_weight.T
+        scores = all_item_scores(h, model.item_weight)
         ranks[idx] = target_ranks(scores, torch.from_numpy(targets[idx]), pad(hist), overwrite=True).numpy()
     model.train(was_training)
     return ranks

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import torch
 
+from .wide_matmul import all_item_scores
+
 
 class _FullSoftmaxCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h: torch.Tensor, W: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        z = h @ W.T                                   # [N, V], the only N x V buffer
+        z = all_item_scores(h, W)                     # [N, V], the only N x V buffer
         z[:, 0] = float("-inf")                       # padding is never a next item
         target = z.gather(1, t[:, None]).squeeze(1)
         top = z.amax(1, keepdim=True)

@@ -30,3 +30,12 @@ def test_fused_loss_by_hand():
     loss.backward()
     # d/dh = sum_i p_i W_i - W_t = 0.75 ln 3
     assert abs(h.grad.item() - 0.75 * float(torch.log(torch.tensor(3.0)))) < 1e-6
+
+
+def test_blocked_scores_match_one_matmul(monkeypatch):
+    import rsir_trt.wide_matmul as wide_matmul
+    monkeypatch.setattr(wide_matmul, "BLOCK", 16)  # 50 items: blocks of 16, 16, 16 and 2
+    g = torch.Generator().manual_seed(1)
+    h, W = torch.randn(7, 8, generator=g), torch.randn(50, 8, generator=g)
+    torch.testing.assert_close(wide_matmul.all_item_scores(h, W), h @ W.T, rtol=0, atol=1e-6)
+    test_fused_loss_and_gradients_match_cross_entropy()  # the loss through blocked scores
