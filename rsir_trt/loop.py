@@ -27,6 +27,7 @@ from .errors import RsirError
 from .evaluate import evaluate
 from .generate import GenConfig, generate
 from .models import ModelConfig, create_model
+from .report import SELECT_BY
 from .train import TrainConfig, train
 
 
@@ -183,9 +184,9 @@ class Run:
             data = self.data_at(k)
             for kind in kinds if k < c.iterations else [c.student]:  # the last teacher would teach no one
                 self.train_step(k, kind, data)
-            valid = json.loads((self.it(k) / f"metrics-{c.student}.json").read_text())["valid"]["ndcg@20"]
+            valid = json.loads((self.it(k) / f"metrics-{c.student}.json").read_text())["valid"][SELECT_BY]
             if c.stop_early and k > 0 and valid <= best:
-                self.log(f"iter {k}: validation ndcg@20 {valid:.4f} did not improve on {best:.4f}; stopping")
+                self.log(f"iter {k}: validation {SELECT_BY} {valid:.4f} did not improve on {best:.4f}; stopping")
                 break
             best = max(best, valid)
             if k == c.iterations:

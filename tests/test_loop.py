@@ -97,3 +97,16 @@ def test_branch_from_a_corrupt_run_is_one_error_line(tmp_path):
     r = cli([*ARGS, "--out", str(tmp_path / "new"), "--branch-from", str(src)])
     assert r.returncode == 2 and r.stderr.count("error:") == 1 and "Traceback" not in r.stderr, r.stderr
     assert "not a loop config" in r.stderr and not (tmp_path / "new").exists()
+
+
+def test_stop_early_ends_the_loop_when_validation_stops_improving(reference_run, tmp_path):
+    # same settings as the reference run, whose iteration 1 scores below iteration 0 on validation
+    run = tmp_path / "stop"
+    args = [("3" if a == "1" and ARGS[i - 1] == "--iterations" else a) for i, a in enumerate(ARGS)]
+    r = cli([*args, "--stop-early", "--out", str(run), "--branch-from", str(reference_run)])
+    assert r.returncode == 0, r.stderr
+    report = json.loads((run / "report.json").read_text())
+    valid = [x["valid"]["ndcg@20"] for x in report["iterations"]]
+    assert len(valid) == 2 and valid[1] <= valid[0]           # stopped after iteration 1 of 3
+    assert report["selected_iteration"] == 0
+    assert not (run / "iter1" / "engine.onnx").exists()        # nothing generated from the worse model
