@@ -85,14 +85,14 @@ def main() -> None:
     step = {k: [] for k in steps}
     rank = {k: [] for k in rankings}
     for _ in range(args.rounds):
-        for name, (loss_fn, wide_matmul.BLOCK) in steps.items():
-            train_mod.full_softmax_ce = loss_fn
+        for name, (loss_fn, block_size) in steps.items():
+            train_mod.full_softmax_ce, wide_matmul.BLOCK = loss_fn, block_size
             s, last = timed(lambda: train_steps(data, chosen, cfg))
             step[name].append(s / len(chosen) * 1000)
             print(f"step  {name:18s} {step[name][-1]:7.0f} ms/batch  loss after {len(chosen)} steps {last:.6f}")
         results = []
-        for name, (rank_fn, wide_matmul.BLOCK) in rankings.items():
-            evaluate_mod.target_ranks = rank_fn
+        for name, (rank_fn, block_size) in rankings.items():
+            evaluate_mod.target_ranks, wide_matmul.BLOCK = rank_fn, block_size
             s, m = timed(lambda: evaluate_mod.evaluate(model, data, "valid"))
             rank[name].append(s)
             results.append(m)

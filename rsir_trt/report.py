@@ -33,21 +33,25 @@ def selected(rows: list[dict]) -> int:
     return max(rows, key=lambda r: (r["valid"][SELECT_BY], -r["iteration"]))["iteration"]
 
 
+def gain(test: dict, base: dict, key: str) -> float:
+    """Relative change of test[key] over iteration 0's, in percent."""
+    return 100 * (test[key] / base[key] - 1) if base[key] else 0.0
+
+
 def markdown(rows: list[dict]) -> str:
     base = rows[0]["test"]
     lines = ["| iter | train seqs | interactions | valid R@10 | valid N@10 | valid N@20 | test R@10 | test N@10 | test R@20 | test N@20 | ΔR@10 | ΔN@10 | gen kept | gen s |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         v, t = r["valid"], r["test"]
-        delta = {x: 100 * (t[x] / base[x] - 1) if base[x] else 0.0 for x in ("recall@10", "ndcg@10")}
         lines.append(f"| {r['iteration']} | {r['train_sequences']:,} | {r['train_interactions']:,} | "
                      f"{v['recall@10']:.4f} | {v['ndcg@10']:.4f} | {v['ndcg@20']:.4f} | {t['recall@10']:.4f} | {t['ndcg@10']:.4f} | "
-                     f"{t['recall@20']:.4f} | {t['ndcg@20']:.4f} | {delta['recall@10']:+.1f}% | {delta['ndcg@10']:+.1f}% | {r['generated_kept']:,} | "
+                     f"{t['recall@20']:.4f} | {t['ndcg@20']:.4f} | {gain(t, base, 'recall@10'):+.1f}% | {gain(t, base, 'ndcg@10'):+.1f}% | {r['generated_kept']:,} | "
                      f"{r['generation_seconds']:.1f} |")
     k = selected(rows)
     t = rows[k]["test"]
     lines.append(f"\nSelected by validation {SELECT_BY} (test unseen): iteration {k}, test R@10 {t['recall@10']:.4f} "
-                 f"({100 * (t['recall@10'] / base['recall@10'] - 1) if base['recall@10'] else 0.0:+.1f}% over iteration 0), "
+                 f"({gain(t, base, 'recall@10'):+.1f}% over iteration 0), "
                  f"N@10 {t['ndcg@10']:.4f}.")
     return "\n".join(lines) + "\n"
 
