@@ -74,3 +74,11 @@ class DecodeStep(nn.Module):
         if self.with_logits:
             out.append(logits)
         return tuple(out + rows)
+
+
+def io_names(model_config: dict, topk: int = 0, with_logits: bool = False) -> tuple[list[str], list[str]]:
+    """The engine contract's input and output names, in order, from an engine's metadata:
+    backends that enumerate tensors their own way (TensorRT) bind by these."""
+    from .models import ModelConfig, create_model
+    step = DecodeStep(create_model(ModelConfig.from_dict(model_config)), topk, with_logits)
+    return step.input_names(), step.output_names()

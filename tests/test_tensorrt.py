@@ -62,3 +62,17 @@ def test_real_tensorrt_build_and_parity(sasrec_ckpt, tmp_path):
     r = subprocess.run([sys.executable, "benchmarks/verify_tensorrt.py", "--ckpt", str(sasrec_ckpt),
                         "--out", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("kind,topk", [("sasrec", 0), ("sasrec", 5), ("gru4rec", 0)])
+def test_engine_contract_names_from_metadata_match_the_export(kind, topk, sasrec_ckpt, gru_ckpt, tmp_path):
+    # TensorRT binds by these names (not its own tensor order), so they must be exactly
+    # the exported graph's inputs and outputs, in order
+    import onnx
+    from rsir_trt.engine_meta import read_onnx_meta
+    from rsir_trt.step import io_names
+    build_engine(sasrec_ckpt if kind == "sasrec" else gru_ckpt, tmp_path / "e", "onnxruntime", topk=topk)
+    graph = onnx.load(str(tmp_path / "e.onnx")).graph
+    meta = read_onnx_meta(tmp_path / "e.onnx")
+    assert io_names(meta.model, meta.topk, meta.with_logits) == (
+        [i.name for i in graph.input], [o.name for o in graph.output])

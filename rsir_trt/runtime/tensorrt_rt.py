@@ -14,6 +14,7 @@ import numpy as np
 from ..atomic import atomic_path
 from ..engine_meta import EngineMeta, read_plan_meta, sidecar
 from ..errors import RsirError
+from ..step import io_names
 from .base import Runtime, StepOut
 
 
@@ -127,9 +128,10 @@ class TensorRTRuntime(Runtime):
             raise RsirError(f"{plan_path}: TensorRT cannot deserialize it (other TensorRT version or GPU?)")
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        mode = trt.TensorIOMode.INPUT
-        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == mode]
-        self.outputs = [n for n in names if self.engine.get_tensor_mode(n) != mode]
+        # bind by the contract's names, not by TensorRT's enumeration order
+        self.inputs, self.outputs = io_names(self.meta.model, self.meta.topk, self.meta.with_logits)
+        if sorted(names) != sorted(self.inputs + self.outputs):
+            raise RsirError(f"{plan_path}: its tensors do not match its metadata (rebuild the engine)")
         self.stream = torch.cuda.Stream()
         self.dev = torch.device("cuda")
         self.cache: list = []
@@ -142,24 +144,25 @@ class TensorRTRuntime(Runtime):
 
     def allocate(self, batch: int) -> None:
         t = self.torch
-        self.cache = [t.zeros((batch, *tuple(self.engine.get_tensor_shape(n))[1:]), dtype=self.dtypes[n], device=self.dev)
-                      for n in self.inputs[4:]]
+        with t.cuda.stream(self.stream):
+            self.cache = [t.zeros((batch, *tuple(self.engine.get_tensor_shape(n))[1:]), dtype=self.dtypes[n],
+                                  device=self.dev) for n in self.inputs[4:]]
 
     def step(self, item, pos, seed_items, traj) -> StepOut:
         t, ctx = self.torch, self.context
         B = len(item)
-        host = [t.from_numpy(a) for a in (item, pos, seed_items, traj)]
-        ins = [h.to(self.dev, non_blocking=True) for h in host] + self.cache
-        outs = []
-        for name, tensor in zip(self.inputs, ins):
-            ctx.set_input_shape(name, tuple(tensor.shape))
-            ctx.set_tensor_address(name, tensor.data_ptr())
-        for name in self.outputs:
-            shape = tuple(ctx.get_tensor_shape(name))
-            o = t.empty(shape, dtype=self.dtypes[name], device=self.dev)
-            ctx.set_tensor_address(name, o.data_ptr())
-            outs.append(o)
+        # copies, outputs and the run all on one stream, so the engine never reads an
+        # input before its copy has landed
         with t.cuda.stream(self.stream):
+            ins = [t.from_numpy(a).to(self.dev) for a in (item, pos, seed_items, traj)] + self.cache
+            outs = []
+            for name, tensor in zip(self.inputs, ins):
+                ctx.set_input_shape(name, tuple(tensor.shape))
+                ctx.set_tensor_address(name, tensor.data_ptr())
+            for name in self.outputs:
+                o = t.empty(tuple(ctx.get_tensor_shape(name)), dtype=self.dtypes[name], device=self.dev)
+                ctx.set_tensor_address(name, o.data_ptr())
+                outs.append(o)
             if not ctx.execute_async_v3(self.stream.cuda_stream):
                 raise RsirError("TensorRT execute_async_v3 failed")
             rows = outs[self.n_head:]
@@ -174,8 +177,9 @@ class TensorRTRuntime(Runtime):
         return StepOut(*[h.numpy() for h in head])
 
     def keep(self, rows: np.ndarray) -> None:
-        idx = self.torch.from_numpy(rows).to(self.dev)
-        self.cache = [c.index_select(0, idx) for c in self.cache]
+        with self.torch.cuda.stream(self.stream):
+            idx = self.torch.from_numpy(rows).to(self.dev)
+            self.cache = [c.index_select(0, idx) for c in self.cache]
 
     def describe(self) -> dict:
         return {"runtime": self.name, "device": self.torch.cuda.get_device_name(),
