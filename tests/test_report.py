@@ -19,3 +19,48 @@ def test_markdown_states_the_selected_iteration_and_its_gain():
     text = markdown([row(0, 0.030, 0.040), row(1, 0.031, 0.042)])
     assert "iteration 1, test R@10 0.0420 (+5.0% over iteration 0)" in text
     assert "| 0.0310 |" in text  # the selection metric is a column
+
+
+def write_run(root, seed, rows, tau=10):
+    import json
+    root.mkdir()
+    (root / "config.json").write_text(json.dumps({"data": "beauty", "seed": seed, "iterations": len(rows) - 1,
+                                                  "gen": {"tau": tau, "seed": seed}, "train": {"lr": 1e-3, "seed": seed}}))
+    (root / "report.json").write_text(json.dumps({"iterations": rows}))
+    return root
+
+
+def test_compare_over_seeds_by_hand(tmp_path):
+    from rsir_trt.cli import main
+    from rsir_trt.replicates import load_run, markdown, summarise
+    a = write_run(tmp_path / "a", 0, [row(0, 0.030, 0.040), row(1, 0.032, 0.044)])
+    b = write_run(tmp_path / "b", 1, [row(0, 0.030, 0.050), row(1, 0.029, 0.050), row(2, 0.031, 0.060)])
+    s = summarise([load_run(a), load_run(b)])
+    assert len(s["iterations"]) == 2  # the iterations every run has
+    it0, it1 = s["iterations"]
+    assert abs(it0["mean"]["recall@10"] - 0.045) < 1e-12
+    assert abs(it0["sd"]["recall@10"] - 0.01 / 2 ** 0.5) < 1e-12     # sample sd of 0.040, 0.050
+    assert abs(it1["gain_of_means"]["recall@10"] - 100 * (0.047 / 0.045 - 1)) < 1e-9
+    assert [round(g, 9) for g in it1["own_gains"]] == [10.0, 0.0]
+    assert s["selected"] == [1, 0] and [round(g, 9) for g in s["selected_gains"]] == [10.0, 0.0]
+    assert "| 1 | 0.0470 ± 0.0042 | +4.4% | +10.0%, +0.0% |" in markdown(s)  # sd of 0.044, 0.050
+    assert main(["compare", str(a), str(b), "--out", str(tmp_path / "seeds")]) == 0
+    assert (tmp_path / "seeds.md").read_text() == markdown(s)
+    assert (tmp_path / "seeds.json").exists()
+
+
+def test_compare_refuses_what_is_not_replicates(tmp_path, capsys):
+    from rsir_trt.cli import main
+    a = write_run(tmp_path / "a", 0, [row(0, 0.03, 0.04)])
+    b = write_run(tmp_path / "b", 1, [row(0, 0.03, 0.05)], tau=12102)
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "config.json").write_text("{}")
+    (tmp_path / "c" / "report.json").write_text("{not json")
+    for args, message in [([a], "at least two run directories"),
+                          ([a, b], "'gen' is {'tau': 12102}"),
+                          ([a, tmp_path / "none"], "none/config.json: missing"),
+                          ([a, tmp_path / "c"], "unreadable loop report")]:
+        assert main(["compare", *map(str, args), "--out", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+    assert not (tmp_path / "x.md").exists()

@@ -36,6 +36,7 @@ app.command("evaluate")(guarded(train_cmd.evaluate_cmd))
 app.command("build-engine")(guarded(engine_cmd.build_engine_cmd))
 app.command("generate")(guarded(engine_cmd.generate_cmd))
 app.command("loop")(guarded(loop_cmd.loop_cmd))
+app.command("compare")(guarded(loop_cmd.compare_cmd))
 app.command("bench")(guarded(bench_cmd.bench_cmd))
 app.add_typer(data_cmd.app, name="data")
 

@@ -6,6 +6,8 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from .. import replicates
+from ..atomic import write_json, write_text
 from ..data import open_dataset
 from ..errors import RsirError
 from ..generate import GenConfig
@@ -76,3 +78,18 @@ def loop_cmd(
     console.print(f"\n[bold]{report['title']}[/bold]")
     console.print(markdown(report["iterations"]), soft_wrap=True, highlight=False)
     console.print(f"report: {root / 'report.md'}, plot: {root / 'metrics.png'}")
+
+
+def compare_cmd(
+    runs: list[Path] = typer.Argument(..., help="Loop run directories of one setting, different --seed."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the table here (.md) and beside it (.json)."),
+):
+    """Mean and sd over seeds per iteration, the gain of the means, and each run's own gain."""
+    summary = replicates.summarise([replicates.load_run(r) for r in runs])
+    text = replicates.markdown(summary)
+    if out:
+        if not out.parent.is_dir():
+            raise RsirError(f"--out {out}: directory {out.parent} does not exist")
+        write_text(out.with_suffix(".md"), text)
+        write_json(out.with_suffix(".json"), summary)
+    console.print(text, soft_wrap=True, highlight=False)

@@ -1,0 +1,81 @@
+"""One RSIR setting looped over several seeds, summarised per iteration.
+
+RSIR's gain is a few percent here, about one seed's sd of the baseline, so one loop
+measured against its own iteration 0 can mislead (README, Results): the mean over seeds,
+its sd and each seed's own gain say how much of a gain is the method."""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from .errors import RsirError
+from .report import KEYS, SELECT_BY, gain, selected
+
+VARY = ("seed", "iterations", "stop_early", "backend")  # may differ between replicates
+
+
+def load_run(root: Path) -> dict:
+    root = Path(root)
+    for name in ("config.json", "report.json"):
+        if not (root / name).is_file():
+            raise RsirError(f"{root / name}: missing (not a loop run directory, or no iteration finished yet)")
+    try:
+        cfg = json.loads((root / "config.json").read_text())
+        rows = json.loads((root / "report.json").read_text())["iterations"]
+        for r in rows:
+            [float(r[split][k]) for split in ("valid", "test") for k in KEYS]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise RsirError(f"{root}: unreadable loop report ({type(e).__name__}: {e})") from None
+    if not rows:
+        raise RsirError(f"{root / 'report.json'}: no iteration in it")
+    return {"root": str(root), "config": cfg, "rows": rows}
+
+
+def setting(cfg: dict) -> dict:
+    """The configuration without what replicates may vary (seeds, length, backend)."""
+    return {k: ({kk: vv for kk, vv in v.items() if kk != "seed"} if isinstance(v, dict) else v)
+            for k, v in cfg.items() if k not in VARY}
+
+
+def summarise(runs: list[dict]) -> dict:
+    if len(runs) < 2:
+        raise RsirError("compare needs at least two run directories (one setting, different seeds)")
+    want = setting(runs[0]["config"])
+    for run in runs[1:]:
+        have = setting(run["config"])
+        for key in sorted(set(want) | set(have)):
+            if want.get(key) != have.get(key):
+                raise RsirError(f"{run['root']}: '{key}' is {have.get(key)!r}, {runs[0]['root']} has "
+                                f"{want.get(key)!r}; compare runs of one setting")
+    n = min(len(run["rows"]) for run in runs)
+    first = {k: statistics.mean(run["rows"][0]["test"][k] for run in runs) for k in KEYS}
+    iterations = []
+    for i in range(n):
+        values = {k: [run["rows"][i]["test"][k] for run in runs] for k in KEYS}
+        mean = {k: statistics.mean(v) for k, v in values.items()}
+        iterations.append({
+            "iteration": i, "mean": mean, "sd": {k: statistics.stdev(v) for k, v in values.items()},
+            "gain_of_means": {k: gain(mean, first, k) for k in KEYS},
+            "own_gains": [gain(run["rows"][i]["test"], run["rows"][0]["test"], "recall@10") for run in runs]})
+    picks = [selected(run["rows"][:n]) for run in runs]
+    return {"runs": [run["root"] for run in runs], "iterations": iterations, "selected": picks,
+            "selected_gains": [gain(run["rows"][k]["test"], run["rows"][0]["test"], "recall@10")
+                               for run, k in zip(runs, picks)]}
+
+
+def markdown(summary: dict) -> str:
+    runs = len(summary["runs"])
+    lines = [f"{runs} runs: " + ", ".join(summary["runs"]), "",
+             "| iter | test R@10 mean ± sd | ΔR@10 of means | each run's own ΔR@10 | test N@10 mean ± sd | ΔN@10 of means |",
+             "|---:|---:|---:|---:|---:|---:|"]
+    for it in summary["iterations"]:
+        m, s, g = it["mean"], it["sd"], it["gain_of_means"]
+        own = ", ".join(f"{x:+.1f}%" for x in it["own_gains"])
+        lines.append(f"| {it['iteration']} | {m['recall@10']:.4f} ± {s['recall@10']:.4f} | {g['recall@10']:+.1f}% | "
+                     f"{own} | {m['ndcg@10']:.4f} ± {s['ndcg@10']:.4f} | {g['ndcg@10']:+.1f}% |")
+    gains = summary["selected_gains"]
+    lines.append(f"\nSelected by validation {SELECT_BY} in each run: iterations "
+                 f"{', '.join(map(str, summary['selected']))}; their own test ΔR@10 "
+                 f"{', '.join(f'{x:+.1f}%' for x in gains)} (mean {statistics.mean(gains):+.1f}%).")
+    return "\n".join(lines) + "\n"
