@@ -59,14 +59,18 @@ def summarise(runs: list[dict]) -> dict:
             "gain_of_means": {k: gain(mean, first, k) for k in KEYS},
             "own_gains": [gain(run["rows"][i]["test"], run["rows"][0]["test"], "recall@10") for run in runs]})
     picks = [selected(run["rows"][:n]) for run in runs]
-    return {"runs": [run["root"] for run in runs], "iterations": iterations, "selected": picks,
+    return {"runs": [run["root"] for run in runs], "lengths": [len(run["rows"]) for run in runs],
+            "iterations": iterations, "selected": picks,
             "selected_gains": [gain(run["rows"][k]["test"], run["rows"][0]["test"], "recall@10")
                                for run, k in zip(runs, picks)]}
 
 
 def markdown(summary: dict) -> str:
     runs = len(summary["runs"])
-    lines = [f"{runs} runs: " + ", ".join(summary["runs"]), "",
+    head = f"{runs} runs: " + ", ".join(summary["runs"])
+    if len(set(summary["lengths"])) > 1:
+        head += f" (iterations 0-{len(summary['iterations']) - 1} only: not every run has more)"
+    lines = [head, "",
              "| iter | test R@10 mean ± sd | ΔR@10 of means | each run's own ΔR@10 | test N@10 mean ± sd | ΔN@10 of means |",
              "|---:|---:|---:|---:|---:|---:|"]
     for it in summary["iterations"]:

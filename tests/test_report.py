@@ -36,7 +36,8 @@ def test_compare_over_seeds_by_hand(tmp_path):
     a = write_run(tmp_path / "a", 0, [row(0, 0.030, 0.040), row(1, 0.032, 0.044)])
     b = write_run(tmp_path / "b", 1, [row(0, 0.030, 0.050), row(1, 0.029, 0.050), row(2, 0.031, 0.060)])
     s = summarise([load_run(a), load_run(b)])
-    assert len(s["iterations"]) == 2  # the iterations every run has
+    assert len(s["iterations"]) == 2  # the iterations every run has, and the table says so
+    assert "(iterations 0-1 only: not every run has more)" in markdown(s)
     it0, it1 = s["iterations"]
     assert abs(it0["mean"]["recall@10"] - 0.045) < 1e-12
     assert abs(it0["sd"]["recall@10"] - 0.01 / 2 ** 0.5) < 1e-12     # sample sd of 0.040, 0.050
