@@ -33,9 +33,13 @@ def load_run(root: Path) -> dict:
 
 
 def setting(cfg: dict) -> dict:
-    """The configuration without what replicates may vary (seeds, length, backend)."""
-    return {k: ({kk: vv for kk, vv in v.items() if kk != "seed"} if isinstance(v, dict) else v)
-            for k, v in cfg.items() if k not in VARY}
+    """The configuration, flattened one level ('gen.tau'), without what replicates may
+    vary (seeds, length, backend)."""
+    flat = {}
+    for k, v in cfg.items():
+        for kk, vv in (v.items() if isinstance(v, dict) else [(None, v)]):
+            flat[f"{k}.{kk}" if kk else k] = vv
+    return {k: v for k, v in flat.items() if k.split(".")[-1] not in VARY}
 
 
 def summarise(runs: list[dict]) -> dict:

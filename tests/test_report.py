@@ -58,7 +58,7 @@ def test_compare_refuses_what_is_not_replicates(tmp_path, capsys):
     (tmp_path / "c" / "config.json").write_text("{}")
     (tmp_path / "c" / "report.json").write_text("{not json")
     for args, message in [([a], "at least two run directories"),
-                          ([a, b], "'gen' is {'tau': 12102}"),
+                          ([a, b], "'gen.tau' is 12102, "),
                           ([a, tmp_path / "none"], "none/config.json: missing"),
                           ([a, tmp_path / "c"], "unreadable loop report")]:
         assert main(["compare", *map(str, args), "--out", str(tmp_path / "x")]) == 2
