@@ -53,11 +53,11 @@ def summarise(runs: list[dict]) -> dict:
                 raise RsirError(f"{run['root']}: '{key}' is {have.get(key)!r}, {runs[0]['root']} has "
                                 f"{want.get(key)!r}; compare runs of one setting")
     n = min(len(run["rows"]) for run in runs)
-    first = {k: statistics.mean(run["rows"][0]["test"][k] for run in runs) for k in KEYS}
     iterations = []
     for i in range(n):
         values = {k: [run["rows"][i]["test"][k] for run in runs] for k in KEYS}
         mean = {k: statistics.mean(v) for k, v in values.items()}
+        first = iterations[0]["mean"] if iterations else mean
         iterations.append({
             "iteration": i, "mean": mean, "sd": {k: statistics.stdev(v) for k, v in values.items()},
             "gain_of_means": {k: gain(mean, first, k) for k in KEYS},

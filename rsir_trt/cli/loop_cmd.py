@@ -87,9 +87,7 @@ def compare_cmd(
     """Mean and sd over seeds per iteration, the gain of the means, and each run's own gain."""
     summary = replicates.summarise([replicates.load_run(r) for r in runs])
     text = replicates.markdown(summary)
-    if out:
-        if not out.parent.is_dir():
-            raise RsirError(f"--out {out}: directory {out.parent} does not exist")
+    if out:  # the atomic writes refuse a missing or read-only directory, before writing anything
         write_text(out.with_suffix(".md"), text)
         write_json(out.with_suffix(".json"), summary)
     console.print(text, soft_wrap=True, highlight=False)
