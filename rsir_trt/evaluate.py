@@ -1,7 +1,9 @@
 """Full-ranking evaluation: every item is a candidate, the user's history is excluded.
 
-rank = #{items scoring strictly above the target}; Recall@K = [rank < K],
-NDCG@K = [rank < K] / log2(rank + 2), MRR = 1 / (rank + 1). Averaged over users."""
+rank = #{other candidate items not scoring below the target}: ties and NaN count
+against the target, so a model whose scores are constant or NaN (a diverged run)
+ranks last instead of first. Recall@K = [rank < K], NDCG@K = [rank < K] / log2(rank + 2),
+MRR = 1 / (rank + 1). Averaged over users."""
 from __future__ import annotations
 
 import numpy as np
@@ -27,11 +29,15 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor, history: torch.Ten
     """scores [B, V]; targets [B]; history [B, T] padded with 0 -> 0-based ranks [B].
 
     Padding and history items are excluded; the target itself never is (a repeat
-    consumption still counts). overwrite=True masks `scores` in place (no B x V copy)."""
+    consumption still counts). Ties and NaN scores count against the target.
+    overwrite=True masks `scores` in place (no B x V copy)."""
     target_score = scores.gather(1, targets[:, None])
     scores = scores.scatter_(1, history, float("-inf")) if overwrite else scores.scatter(1, history, float("-inf"))
     scores[:, 0] = float("-inf")
-    return (scores > target_score).sum(1, dtype=torch.int32)  # int32: int64 costs a slow B x V cast
+    scores.scatter_(1, targets[:, None], float("-inf"))  # not its own competitor
+    # V - #below: one B x V comparison; NaN compares false, so it counts as not below
+    below = (scores < target_score).sum(1, dtype=torch.int32)  # int32: int64 costs a slow B x V cast
+    return scores.shape[1] - below
 
 
 def metrics_from_ranks(ranks: np.ndarray, ks=KS) -> dict[str, float]:

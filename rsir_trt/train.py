@@ -111,6 +111,8 @@ def train(model, data: SequenceData, cfg: TrainConfig, progress=None, log=None) 
             loss.backward()
             opt.step()
             total, n = total + loss.item(), n + 1
+        if not np.isfinite(total):
+            raise RsirError(f"training diverged in epoch {epoch} (loss {total / n}); lower --lr (now {cfg.lr})")
         valid = evaluate(model, data, "valid")
         score = valid[cfg.metric]
         is_best = score > best

@@ -37,6 +37,21 @@ def test_target_in_history_is_not_excluded():
     assert r.tolist() == [1]  # only item 2 is above; the repeated target keeps its score
 
 
-def test_ties_count_optimistically():
-    scores = torch.tensor([[0.0, 2.0, 2.0, 2.0]])
-    assert target_ranks(scores, torch.tensor([2]), torch.tensor([[0]])).tolist() == [0]
+def test_ties_count_against_the_target():
+    # items 1 and 3 tie with target 2: both count; item 4 is below
+    scores = torch.tensor([[0.0, 2.0, 2.0, 2.0, 1.0]])
+    assert target_ranks(scores, torch.tensor([2]), torch.tensor([[0]])).tolist() == [2]
+    # a history item tying with the target is still excluded
+    assert target_ranks(scores, torch.tensor([2]), torch.tensor([[3, 0]])).tolist() == [1]
+
+
+def test_constant_or_nan_scores_rank_last():
+    # a collapsed or diverged model must not look perfect: every candidate counts
+    constant = torch.zeros(2, 6)
+    assert target_ranks(constant, torch.tensor([3, 5]), torch.tensor([[1], [0]])).tolist() == [3, 4]
+    nan = torch.full((1, 6), float("nan"))
+    assert target_ranks(nan, torch.tensor([3]), torch.tensor([[0]])).tolist() == [6]
+    # a NaN competitor counts against a finite target
+    partly = torch.tensor([[0.0, float("nan"), 5.0, 1.0]])
+    assert target_ranks(partly, torch.tensor([3]), torch.tensor([[0]])).tolist() == [2]
+    assert metrics_from_ranks(np.array([6]))["recall@5"] == 0.0

@@ -40,6 +40,7 @@ def train_cmd(
     dim: int = typer.Option(64, "--dim"),
     layers: int = typer.Option(2, "--layers"),
     heads: int = typer.Option(2, "--heads"),
+    ffn_mult: int = typer.Option(4, "--ffn-mult", help="SASRec feed-forward width in multiples of --dim (RecBole 4, the SASRec paper 1)."),
     dropout: float = typer.Option(0.5, "--dropout"),
     loss: str = typer.Option("ce", "--loss", help="ce (full softmax) | sampled"),
     negatives: int = typer.Option(256, "--negatives", help="Uniform negatives for --loss sampled."),
@@ -56,7 +57,7 @@ def train_cmd(
     cfg = TrainConfig(loss=loss, negatives=negatives, lr=lr, weight_decay=weight_decay, batch_size=batch_size, epochs=epochs,
                       patience=patience, seed=seed)
     mcfg = ModelConfig(kind=model, num_items=ds.num_items, max_len=max_len, dim=dim, layers=layers,
-                       heads=heads, dropout=dropout, attn_dropout=dropout)
+                       heads=heads, ffn_mult=ffn_mult, dropout=dropout, attn_dropout=dropout)
     net = create_model(mcfg, seed=seed)
     result = fit(net, ds, cfg, f"{model} on {ds.name}")
     test = evaluate(net, ds, "test")

@@ -16,6 +16,12 @@ def create_model(config: ModelConfig, seed: int | None = None):
     """A freshly initialised model; with `seed`, the initialisation is reproducible."""
     if config.kind not in MODELS:
         raise RsirError(f"--model: unknown model {config.kind!r} (choose from {', '.join(MODELS)})")
+    for name in ("dim", "layers", "heads", "ffn_mult"):
+        if getattr(config, name) < 1:
+            raise RsirError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(config, name)}")
+    for name in ("dropout", "attn_dropout"):
+        if not 0 <= getattr(config, name) < 1:
+            raise RsirError(f"--dropout must be in [0, 1), got {getattr(config, name)}")
     if config.kind == "sasrec" and config.dim % config.heads:
         raise RsirError(f"--dim {config.dim} is not divisible by --heads {config.heads}")
     if seed is not None:
