@@ -15,6 +15,12 @@ def files(tmp_path_factory, sasrec_ckpt):
     (d / "foreign_items.txt").write_text("1 99991 99992 99993 99994\n")
     (d / "garbage.pt").write_bytes(b"this is not a checkpoint")
     torch.save({"weights": torch.zeros(3)}, d / "foreign.pt")
+    payload = torch.load(sasrec_ckpt, weights_only=True)
+    payload["state_dict"]["blocks.0.qkv.weight"][0, 0] = float("nan")
+    torch.save(payload, d / "nan.pt")
+    payload = torch.load(sasrec_ckpt, weights_only=True)
+    payload["model"]["dim"] = 32
+    torch.save(payload, d / "misfit.pt")
     raw = sasrec_ckpt.read_bytes()
     (d / "truncated.pt").write_bytes(raw[: len(raw) // 2])
     build_engine(sasrec_ckpt, d / "engine", "onnxruntime")
@@ -48,6 +54,8 @@ CASES = [
     ("eval-garbage", "evaluate {d}/garbage.pt", r"garbage.pt: not a readable rsir-trt checkpoint"),
     ("eval-truncated", "evaluate {d}/truncated.pt", r"truncated.pt: not a readable rsir-trt checkpoint"),
     ("eval-foreign", "evaluate {d}/foreign.pt", r"foreign.pt: not a rsir-trt checkpoint"),
+    ("eval-nan-weights", "evaluate {d}/nan.pt", r"nan.pt: non-finite weights in blocks.0.qkv.weight"),
+    ("build-misfit", "build-engine {d}/misfit.pt --out {o}", r"misfit.pt: weights do not fit its model config"),
     ("eval-missing", "evaluate {d}/missing.pt", r"missing.pt: no such checkpoint"),
     ("eval-split", "evaluate {ckpt} --split train", r"unknown split 'train'"),
     # build-engine
