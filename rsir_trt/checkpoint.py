@@ -54,7 +54,7 @@ def load_model(path):
     model = create_model(ModelConfig.from_dict(ckpt.get("model") or {}))
     try:
         model.load_state_dict(ckpt["state_dict"])
-    except (RuntimeError, KeyError, TypeError) as e:
+    except (RuntimeError, KeyError, TypeError, AttributeError) as e:
         raise RsirError(f"{ckpt['path']}: weights do not fit its model config ({str(e).splitlines()[0][:120]})") from None
     bad = [name for name, t in ckpt["state_dict"].items() if t.is_floating_point() and not torch.isfinite(t).all()]
     if bad:  # a diverged model would generate and score garbage
