@@ -19,9 +19,8 @@ def create_model(config: ModelConfig, seed: int | None = None):
     for name in ("dim", "layers", "heads", "ffn_mult"):
         if getattr(config, name) < 1:
             raise RsirError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(config, name)}")
-    for name in ("dropout", "attn_dropout"):
-        if not 0 <= getattr(config, name) < 1:
-            raise RsirError(f"--dropout must be in [0, 1), got {getattr(config, name)}")
+    if not (0 <= config.dropout < 1 and 0 <= config.attn_dropout < 1):  # both come from --dropout
+        raise RsirError(f"--dropout must be in [0, 1), got {config.dropout}")
     if config.kind == "sasrec" and config.dim % config.heads:
         raise RsirError(f"--dim {config.dim} is not divisible by --heads {config.heads}")
     if seed is not None:
