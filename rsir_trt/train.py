@@ -81,8 +81,11 @@ def next_item_loss(model, batch: torch.Tensor, cfg: TrainConfig, gen: torch.Gene
     if cfg.loss == "ce":
         return full_softmax_ce(h, W, t)
     neg = torch.randint(1, W.shape[0], (cfg.negatives,), generator=gen)
-    pos_logit = (h * W[t]).sum(-1, keepdim=True)
-    neg_logit = h @ W[neg].T
+    # F.embedding, not W[t]: indexing's backward accumulates repeated rows with atomic
+    # adds over threads (order varies run to run); embedding's backward gives each
+    # thread its own rows and adds in index order, so training is bit-reproducible.
+    pos_logit = (h * F.embedding(t, W)).sum(-1, keepdim=True)
+    neg_logit = h @ F.embedding(neg, W).T
     neg_logit = neg_logit.masked_fill(neg[None, :] == t[:, None], float("-inf"))  # accidental hits
     logits = torch.cat([pos_logit, neg_logit], dim=1)
     return F.cross_entropy(logits, torch.zeros(len(t), dtype=torch.long))
