@@ -81,9 +81,9 @@ def next_item_loss(model, batch: torch.Tensor, cfg: TrainConfig, gen: torch.Gene
     if cfg.loss == "ce":
         return full_softmax_ce(h, W, t)
     neg = torch.randint(1, W.shape[0], (cfg.negatives,), generator=gen)
-    # F.embedding, not W[t]: indexing's backward accumulates repeated rows with atomic
-    # adds over threads (order varies run to run); embedding's backward gives each
-    # thread its own rows and adds in index order, so training is bit-reproducible.
+    # F.embedding, not W[t]: indexing's backward (index_put accumulate) uses float atomic
+    # adds across threads from 32,768 elements on, so repeated rows sum in a different
+    # order each run; embedding's backward gives each thread its own rows, in index order.
     pos_logit = (h * F.embedding(t, W)).sum(-1, keepdim=True)
     neg_logit = h @ F.embedding(neg, W).T
     neg_logit = neg_logit.masked_fill(neg[None, :] == t[:, None], float("-inf"))  # accidental hits
