@@ -9,6 +9,9 @@ from pathlib import Path
 from .errors import RsirError
 
 FORMAT = "rsir-trt/engine/1"
+# the step's outputs before its cache rows (step.py); here so runtimes need not import torch
+HEAD_OUTPUTS = ["fidelity", "best_seed_item", "best_item"]
+SAMPLING_OUTPUTS = ["topk_ids", "topk_scores", "seed_scores"]
 
 
 def versions() -> dict:

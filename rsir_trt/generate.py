@@ -13,6 +13,7 @@ import numpy as np
 
 from .data import SequenceData, Synthetic
 from .errors import RsirError
+from .prefix_rows import PrefixRows
 
 STOP_REASONS = ("fidelity", "no_remaining", "empty_pool", "max_len")
 
@@ -30,7 +31,8 @@ class GenConfig:
     temperature: float = 1.0
     synthetic_seeds: bool = False # also seed from synthetic rows already in the data
     seed: int = 0
-    batch_size: int = 256
+    batch_size: int = 1024        # trajectories in flight; engine rows <= this
+    share_rows: bool = True       # False: one engine row per trajectory (to benchmark the sharing)
 
     def check(self) -> None:
         if self.tau < 1:
@@ -152,10 +154,10 @@ def finish(data: SequenceData, cfg: GenConfig, plan: Plan, trajectories: list, r
 
 
 def generate(runtime, data: SequenceData, cfg: GenConfig, iteration: int = 1, progress=None) -> GenResult:
-    """Run the policy on an engine runtime (torch, onnxruntime, tensorrt), batched.
-
-    Slots are refilled as trajectories finish (continuous batching); when the queue is
-    empty the batch is compacted so finished rows stop costing work."""
+    """Run the policy on an engine runtime (torch, onnxruntime, tensorrt), batched: the
+    engine runs one row per distinct trajectory state (prefix_rows.py); decisions are
+    made per trajectory from its row's outputs. New trajectories are admitted as others
+    finish, up to `batch_size` in flight."""
     if hasattr(runtime, "generate"):  # the reference algorithm has its own loop
         return runtime.generate(data, cfg, iteration, progress)
     cfg.check()
@@ -168,88 +170,60 @@ def generate(runtime, data: SequenceData, cfg: GenConfig, iteration: int = 1, pr
     N = plan.n
     trajectories: list = [None] * N
     reasons = np.full(N, -1, dtype=np.int64)
-    B = min(cfg.batch_size, N)
-    runtime.allocate(B)
-    traj = np.zeros((B, S), dtype=np.int64)
-    seeds = np.zeros((B, S), dtype=np.int64)
-    length = np.zeros(B, dtype=np.int64)   # items in the trajectory
-    fed = np.zeros(B, dtype=np.int64)      # items already in the cache
-    tid = np.full(B, -1, dtype=np.int64)
-    next_tid = 0
+    rows = PrefixRows(runtime, plan, min(cfg.batch_size, N), S, share=cfg.share_rows)
+    done = 0
     start = time.perf_counter()
 
-    def load(slots: np.ndarray) -> None:
-        nonlocal next_tid
-        take = min(len(slots), N - next_tid)
-        tid[slots] = -1
-        if take <= 0:
-            return
-        s, t = slots[:take], np.arange(next_tid, next_tid + take)
-        next_tid += take
-        tid[s] = t
-        seeds[s] = plan.seed_mat[plan.seed_of[t]]
-        length[s] = plan.prefix[t]
-        traj[s] = seeds[s] * (np.arange(S)[None, :] < length[s][:, None])
-        fed[s] = 0
+    def close(sel: np.ndarray, why: int, drop_last: np.ndarray | None = None) -> None:
+        for j in np.flatnonzero(sel):
+            r, t = rows.row[j], rows.tid[j]
+            k = rows.length[r] - (1 if drop_last is not None and drop_last[j] else 0)
+            trajectories[t] = rows.traj[r, :k].copy()
+            reasons[t] = why
 
-    def close(rows: np.ndarray, why: int, drop_last: np.ndarray | None = None) -> None:
-        for j, r in enumerate(rows):
-            n = length[r] - (1 if drop_last is not None and drop_last[j] else 0)
-            trajectories[tid[r]] = traj[r, :n].copy()
-            reasons[tid[r]] = why
-
-    load(np.arange(B))
-    done = 0
-    while True:
-        live = tid >= 0
-        if not live.any():
-            break
-        if next_tid >= N and live.sum() <= len(tid) // 2:  # queue drained: compact
-            keep = np.flatnonzero(live)
-            runtime.keep(keep)
-            traj, seeds, length, fed, tid = traj[keep], seeds[keep], length[keep], fed[keep], tid[keep]
+    rows.admit()
+    while len(rows.tid):
+        out = rows.step()
+        decide = rows.deciding()
+        if not decide.any():
             continue
-        pos = np.minimum(fed, S - 1)  # finished slots idle at a valid position
-        out = runtime.step(traj[np.arange(len(tid)), pos], pos, seeds, traj)
-        fed += 1
-        decide = np.flatnonzero(live & (fed == length))
-        if len(decide) == 0:
-            continue
-        t_id, L = tid[decide], length[decide]
-        fid = out.fidelity[decide]
-        finished = np.zeros(len(decide), dtype=bool)
+        r, t = rows.row, rows.tid
+        L = rows.length[r]
+        fid = out.fidelity[r]
         # 1. fidelity check (before choosing): no remaining seed item, or the best one ranks below tau
-        none_left = fid < 0
-        failed = ~none_left & (fid >= cfg.tau)
-        close(decide[none_left], 1)
-        generated_last = L > plan.prefix[t_id]
-        close(decide[failed], 0, drop_last=generated_last[failed] & (not cfg.keep_failing))
-        finished |= none_left | failed
+        none_left = decide & (fid < 0)
+        failed = decide & (fid >= cfg.tau)
+        close(none_left, 1)
+        close(failed, 0, drop_last=(L > plan.prefix[t]) & (not cfg.keep_failing))
         # 2. choose: exploit the seed's items with probability p, else explore everything
-        go = ~finished
-        u = plan.u_pool[t_id, L]
-        exploit = u < cfg.p
-        if cfg.sample_topk:
-            us = plan.u_sample[t_id, L]
-            pick_seed = sample(seeds[decide], out.seed_scores[decide], us, cfg.sample_topk, cfg.temperature)
-            pick_all = sample(out.topk_ids[decide], out.topk_scores[decide], us, cfg.sample_topk, cfg.temperature)
-            choice = np.where(exploit, pick_seed, pick_all)
+        go = decide & ~none_left & ~failed
+        exploit = plan.u_pool[t, L] < cfg.p  # L < max_len: full trajectories are closed
+        choice = np.zeros(len(t), dtype=np.int64)
+        g = np.flatnonzero(go)
+        if cfg.sample_topk and len(g):
+            us, rg = plan.u_sample[t[g], L[g]], r[g]
+            pick_seed = sample(rows.seeds[rg], out.seed_scores[rg], us, cfg.sample_topk, cfg.temperature)
+            pick_all = sample(out.topk_ids[rg], out.topk_scores[rg], us, cfg.sample_topk, cfg.temperature)
+            choice[g] = np.where(exploit[g], pick_seed, pick_all)
         else:
-            choice = np.where(exploit, out.best_seed_item[decide], out.best_item[decide])
+            choice[g] = np.where(exploit[g], out.best_seed_item[r[g]], out.best_item[r[g]])
         empty = go & (choice == 0)
-        close(decide[empty], 2)
+        close(empty, 2)
         go &= ~empty
-        rows_go = decide[go]
-        traj[rows_go, length[rows_go]] = choice[go]
-        length[rows_go] += 1
-        full = length[decide] >= cfg.max_len
-        close(decide[go & full], 3)
-        finished |= empty | (go & full)
-        ended = decide[finished]
-        done += len(ended)
-        if len(ended):
-            load(ended)
+        if go.any():
+            rows.append(np.flatnonzero(go), choice[go])
+            full = go & (rows.length[rows.row] >= cfg.max_len)
+            close(full, 3)
+            go &= ~full
+        alive = ~decide | go
+        ended = len(alive) - int(alive.sum())
+        rows.retire(alive)
+        if ended:
+            done += ended
+            rows.admit()
             if progress:
                 progress(done, N)
     seconds = time.perf_counter() - start
-    return finish(data, cfg, plan, trajectories, reasons, seconds, iteration, runtime.describe())
+    result = finish(data, cfg, plan, trajectories, reasons, seconds, iteration, runtime.describe())
+    result.stats.update(engine_calls=rows.calls, engine_rows=rows.rows_run)
+    return result

@@ -56,9 +56,11 @@ class LoopConfig:
         GenConfig(**self.gen).check()
 
     def comparable(self) -> dict:
-        """What must match to resume (the iteration count may grow)."""
+        """What must match to resume (the iteration count may grow; the generation batch
+        size never changes the output, so it may too)."""
         d = asdict(self)
         d.pop("iterations")
+        d["gen"] = {k: v for k, v in asdict(GenConfig(**d["gen"])).items() if k != "batch_size"}
         return d
 
     def baseline(self) -> dict:

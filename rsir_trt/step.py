@@ -24,8 +24,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-HEAD_OUTPUTS = ["fidelity", "best_seed_item", "best_item"]
-SAMPLING_OUTPUTS = ["topk_ids", "topk_scores", "seed_scores"]
+from .engine_meta import HEAD_OUTPUTS, SAMPLING_OUTPUTS
+
 
 
 def rsir_head(logits: torch.Tensor, seed_items: torch.Tensor, traj: torch.Tensor, topk: int = 0):

@@ -62,6 +62,23 @@ def test_deterministic_and_independent_of_batching(engines, ml100k):
     assert as_bytes(a) != as_bytes(c)
 
 
+def test_a_seeds_trajectories_share_engine_rows_until_they_diverge(engines, ml100k):
+    ckpt, onnx = engines["sasrec"]
+    data = subset(ml100k, 60)
+    # p=1, greedy: a seed's m trajectories never diverge, so m=4 costs exactly what m=1 does
+    one = run(onnx, "onnxruntime", data, m=1, p=1.0)
+    four = run(onnx, "onnxruntime", data, m=4, p=1.0, batch_size=40)
+    assert four.stats["engine_rows"] == one.stats["engine_rows"]
+    assert as_bytes(four) == as_bytes(one) and four.stats["duplicates"] == 3 * one.stats["kept"]
+    # p=0.5: members branch (rows are copied with their cache); whole seeds are admitted
+    # together, so at least every seed's first step is shared
+    cfg = dict(m=4, tau=ml100k.num_items, max_len=12)  # no fidelity stop: 11 steps per trajectory
+    mixed = run(onnx, "onnxruntime", data, batch_size=10, **cfg)
+    assert mixed.stats["engine_rows"] <= mixed.stats["trajectories"] * 11 - 3 * len(data.users)
+    assert as_bytes(mixed) == as_bytes(run(onnx, "onnxruntime", data, batch_size=3, **cfg))  # B < m
+    assert as_bytes(mixed) == as_bytes(run(ckpt, "reference", data, batch_size=10, **cfg))
+
+
 def test_policy_invariants(engines, ml100k):
     _, onnx = engines["sasrec"]
     res = run(onnx, "onnxruntime", ml100k, m=2, max_len=20)

@@ -84,7 +84,7 @@ def generate_cmd(
     extra: Optional[Path] = typer.Option(None, "--extra", help="Synthetic rows from an earlier round (generate's output)."),
     synthetic_seeds: bool = typer.Option(False, "--synthetic-seeds", help="Also seed from the --extra rows."),
     seed: int = typer.Option(0, "--seed"),
-    batch_size: int = typer.Option(256, "--batch-size"),
+    batch_size: int = typer.Option(1024, "--batch-size", help="Trajectories in flight (engine rows <= this)."),
 ):
     """Generate synthetic sequences with fidelity control; writes them + a JSON summary."""
     cfg = GenConfig(tau=tau, p=p, m=m, max_len=max_len, keep_failing=keep_failing, start=start,

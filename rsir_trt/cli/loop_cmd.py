@@ -43,7 +43,7 @@ def loop_cmd(
     keep_failing: bool = typer.Option(False, "--keep-failing"),
     sample_topk: int = typer.Option(0, "--sample-topk"),
     synthetic_seeds: bool = typer.Option(False, "--synthetic-seeds", help="Also seed from synthetic rows already in D_k."),
-    gen_batch: int = typer.Option(256, "--gen-batch"),
+    gen_batch: int = typer.Option(1024, "--gen-batch", help="Generation: trajectories in flight (engine rows <= this)."),
     seed: int = typer.Option(0, "--seed"),
 ):
     """The RSIR recursion: train -> build engine -> generate -> merge -> train successor, K times."""

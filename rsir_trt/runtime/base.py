@@ -1,5 +1,6 @@
-"""The runtime interface generation drives. A runtime owns the cache buffers of `B`
-slots; `step` runs the decode graph for every slot and writes the new cache rows."""
+"""The runtime interface generation drives. A runtime owns the cache buffers of up to
+`B` rows; `step` runs the decode graph on the first n rows (n = len(item), a view, no
+copy) and writes their new cache rows; `move` copies rows inside the buffers."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,7 +8,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ..engine_meta import EngineMeta
+from ..engine_meta import HEAD_OUTPUTS, SAMPLING_OUTPUTS, EngineMeta
 
 
 @dataclass
@@ -27,7 +28,6 @@ class Runtime:
     @cached_property
     def n_head(self) -> int:
         """Head outputs before the cache rows (see step.py); read at every step, computed once."""
-        from ..step import HEAD_OUTPUTS, SAMPLING_OUTPUTS
         return len(HEAD_OUTPUTS) + (len(SAMPLING_OUTPUTS) if self.meta.topk else 0) + int(self.meta.with_logits)
 
     @property
@@ -38,11 +38,12 @@ class Runtime:
         raise NotImplementedError
 
     def step(self, item, pos, seed_items, traj) -> StepOut:
-        """All arguments int64 numpy arrays for the B allocated slots."""
+        """All arguments int64 numpy arrays for the first n <= B rows."""
         raise NotImplementedError
 
-    def keep(self, rows: np.ndarray) -> None:
-        """Shrink the cache to these slots (in this order)."""
+    def move(self, src: np.ndarray, dst: np.ndarray, filled: int) -> None:
+        """Copy the cache rows `src` onto the rows `dst` (a branching or compacted trajectory);
+        K/V positions >= `filled` are never read, so they need not be copied."""
         raise NotImplementedError
 
     def describe(self) -> dict:

@@ -50,23 +50,29 @@ class OnnxRuntime(Runtime):
         self.cache = [np.zeros((batch, *s), dtype=np.float32) for s in self.cache_shapes]
 
     def run(self, item, pos, seed_items, traj) -> list[np.ndarray]:
-        feed = dict(zip(self.inputs, (item, pos, seed_items, traj, *self.cache)))
+        n = len(item)
+        feed = dict(zip(self.inputs, (item, pos, seed_items, traj, *(c[:n] for c in self.cache))))
         out = self.session.run(None, feed)
         rows = out[self.n_head:]
         if self.cache_kind == "kv":
-            b = np.arange(len(item))
+            b = np.arange(n)
             for buf, row in zip(self.cache, rows):
                 buf[b, :, pos] = row
         else:
-            self.cache = rows
+            for buf, row in zip(self.cache, rows):
+                buf[:n] = row
         return out[: self.n_head]
 
     def step(self, item, pos, seed_items, traj) -> StepOut:
         out = self.run(item, pos, seed_items, traj)
         return StepOut(*out[:3], *(out[3:6] if self.meta.topk else []))
 
-    def keep(self, rows: np.ndarray) -> None:
-        self.cache = [np.ascontiguousarray(c[rows]) for c in self.cache]
+    def move(self, src: np.ndarray, dst: np.ndarray, filled: int) -> None:
+        for c in self.cache:
+            if self.cache_kind == "kv":
+                c[dst, :, :filled] = c[src, :, :filled]
+            else:
+                c[dst] = c[src]
 
     def describe(self) -> dict:
         return {"runtime": self.name, "provider": self.provider, "threads": self.threads}

@@ -154,7 +154,7 @@ class TensorRTRuntime(Runtime):
         # copies, outputs and the run all on one stream, so the engine never reads an
         # input before its copy has landed
         with t.cuda.stream(self.stream):
-            ins = [t.from_numpy(a).to(self.dev) for a in (item, pos, seed_items, traj)] + self.cache
+            ins = [t.from_numpy(a).to(self.dev) for a in (item, pos, seed_items, traj)] + [c[:B] for c in self.cache]
             outs = []
             for name, tensor in zip(self.inputs, ins):
                 ctx.set_input_shape(name, tuple(tensor.shape))
@@ -171,15 +171,20 @@ class TensorRTRuntime(Runtime):
                 for buf, row in zip(self.cache, rows):
                     buf[b, :, ins[1]] = row
             else:
-                self.cache = rows
+                for buf, row in zip(self.cache, rows):
+                    buf[:B] = row
             head = [o.cpu() for o in outs[: self.n_head]]
         self.stream.synchronize()
         return StepOut(*[h.numpy() for h in head])
 
-    def keep(self, rows: np.ndarray) -> None:
+    def move(self, src: np.ndarray, dst: np.ndarray, filled: int) -> None:
         with self.torch.cuda.stream(self.stream):
-            idx = self.torch.from_numpy(rows).to(self.dev)
-            self.cache = [c.index_select(0, idx) for c in self.cache]
+            s, d = (self.torch.from_numpy(a).to(self.dev) for a in (src, dst))
+            for c in self.cache:
+                if self.cache_kind == "kv":
+                    c[d, :, :filled] = c[s, :, :filled]
+                else:
+                    c[d] = c[s]
 
     def describe(self) -> dict:
         return {"runtime": self.name, "device": self.torch.cuda.get_device_name(),

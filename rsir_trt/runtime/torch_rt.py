@@ -26,20 +26,27 @@ class TorchRuntime(Runtime):
     def step(self, item, pos, seed_items, traj) -> StepOut:
         dev = self.device
         t = [torch.from_numpy(a).to(dev) for a in (item, pos, seed_items, traj)]
-        out = self.step_module(*t, *self.cache)
+        n = len(item)
+        out = self.step_module(*t, *(c[:n] for c in self.cache))
         rows = out[self.n_head:]
         if self.cache_kind == "kv":
-            b = torch.arange(len(item), device=dev)
+            b = torch.arange(n, device=dev)
             for buf, row in zip(self.cache, rows):
                 buf[b, :, t[1]] = row
         else:
-            self.cache = list(rows)
+            for buf, row in zip(self.cache, rows):
+                buf[:n] = row
         host = [o.cpu().numpy() for o in out[:self.n_head]]
         return StepOut(*host)
 
-    def keep(self, rows: np.ndarray) -> None:
-        idx = torch.from_numpy(rows).to(self.device)
-        self.cache = [c.index_select(0, idx) for c in self.cache]
+    @torch.inference_mode()
+    def move(self, src: np.ndarray, dst: np.ndarray, filled: int) -> None:
+        s, d = (torch.from_numpy(a).to(self.device) for a in (src, dst))
+        for c in self.cache:
+            if self.cache_kind == "kv":
+                c[d, :, :filled] = c[s, :, :filled]
+            else:
+                c[d] = c[s]
 
     def describe(self) -> dict:
         return {"runtime": self.name, "device": str(self.device), "threads": torch.get_num_threads()}
