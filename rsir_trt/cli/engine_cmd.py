@@ -111,8 +111,10 @@ def generate_cmd(
     table.add_column("")
     table.add_column("value", justify="right")
     for k in ("trajectories", "kept", "too_short", "duplicates", "mean_len", "new_interactions",
-              "density_before_pct", "density_after_pct", "seconds", "sequences_per_s", "items_per_s"):
-        table.add_row(k, f"{st[k]:,}" if isinstance(st[k], int) else str(st[k]))
+              "density_before_pct", "density_after_pct", "seconds", "sequences_per_s", "items_per_s",
+              "engine_rows"):
+        if k in st:  # the reference runtime has no engine rows
+            table.add_row(k, f"{st[k]:,}" if isinstance(st[k], int) else str(st[k]))
     for r, n in st["stop_reasons"].items():
         table.add_row(f"stop: {r}", f"{n:,}")
     console.print(table)
