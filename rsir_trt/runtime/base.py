@@ -44,7 +44,16 @@ class Runtime:
     def move(self, src: np.ndarray, dst: np.ndarray, filled: int) -> None:
         """Copy the cache rows `src` onto the rows `dst` (a branching or compacted trajectory);
         K/V positions >= `filled` are never read, so they need not be copied."""
-        raise NotImplementedError
+        s, d = self.index(src), self.index(dst)
+        for c in self.cache:
+            if self.cache_kind == "kv":
+                c[d, :, :filled] = c[s, :, :filled]
+            else:
+                c[d] = c[s]
+
+    def index(self, rows: np.ndarray):
+        """Row indices as the cache buffers take them (numpy here; device tensors for torch)."""
+        return rows
 
     def describe(self) -> dict:
         return {"runtime": self.name}

@@ -67,12 +67,5 @@ class OnnxRuntime(Runtime):
         out = self.run(item, pos, seed_items, traj)
         return StepOut(*out[:3], *(out[3:6] if self.meta.topk else []))
 
-    def move(self, src: np.ndarray, dst: np.ndarray, filled: int) -> None:
-        for c in self.cache:
-            if self.cache_kind == "kv":
-                c[dst, :, :filled] = c[src, :, :filled]
-            else:
-                c[dst] = c[src]
-
     def describe(self) -> dict:
         return {"runtime": self.name, "provider": self.provider, "threads": self.threads}

@@ -177,14 +177,12 @@ class TensorRTRuntime(Runtime):
         self.stream.synchronize()
         return StepOut(*[h.numpy() for h in head])
 
+    def index(self, rows: np.ndarray):
+        return self.torch.from_numpy(rows).to(self.dev)
+
     def move(self, src: np.ndarray, dst: np.ndarray, filled: int) -> None:
-        with self.torch.cuda.stream(self.stream):
-            s, d = (self.torch.from_numpy(a).to(self.dev) for a in (src, dst))
-            for c in self.cache:
-                if self.cache_kind == "kv":
-                    c[d, :, :filled] = c[s, :, :filled]
-                else:
-                    c[d] = c[s]
+        with self.torch.cuda.stream(self.stream):  # ordered with the steps on the same stream
+            super().move(src, dst, filled)
 
     def describe(self) -> dict:
         return {"runtime": self.name, "device": self.torch.cuda.get_device_name(),

@@ -39,14 +39,8 @@ class TorchRuntime(Runtime):
         host = [o.cpu().numpy() for o in out[:self.n_head]]
         return StepOut(*host)
 
-    @torch.inference_mode()
-    def move(self, src: np.ndarray, dst: np.ndarray, filled: int) -> None:
-        s, d = (torch.from_numpy(a).to(self.device) for a in (src, dst))
-        for c in self.cache:
-            if self.cache_kind == "kv":
-                c[d, :, :filled] = c[s, :, :filled]
-            else:
-                c[d] = c[s]
+    def index(self, rows: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(rows).to(self.device)
 
     def describe(self) -> dict:
         return {"runtime": self.name, "device": str(self.device), "threads": torch.get_num_threads()}
