@@ -11,6 +11,7 @@ import platform
 import resource
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -178,14 +179,12 @@ def run_bench(model, data: SequenceData | None, runtimes: list[str], batches: li
             runs += [(f"{name}, one row per trajectory", rt, False) for name, rt, _ in runs
                      if name != "reference" and gcfg.m > 1]
             for name, rt, share in runs:
-                gcfg.share_rows = share
-                r = generate(rt, data, gcfg)
+                r = generate(rt, data, replace(gcfg, share_rows=share))
                 results[name] = [s.tobytes() for s in r.synthetic.sequences]
                 gen_rows.append({"runtime": name, "trajectories": r.stats["trajectories"], "seconds": r.stats["seconds"],
                                  "sequences_per_s": r.stats["sequences_per_s"], "items_per_s": r.stats["items_per_s"],
                                  "mean_len": r.stats["mean_len"], "engine_rows": r.stats.get("engine_rows")})
                 progress(f"generate {name}: {r.stats['sequences_per_s']:.0f} seq/s")
-            gcfg.share_rows = True
             ref = gen_rows[0]["sequences_per_s"] if gen_rows and gen_rows[0]["runtime"] == "reference" else None
             for row in gen_rows:
                 row["x_reference"] = row["sequences_per_s"] / ref if ref else None
