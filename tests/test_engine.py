@@ -91,6 +91,26 @@ def test_onnxruntime_matches_torch_on_beauty_vocabulary(kind, beauty_ckpts, tmp_
     _check_parity(beauty_ckpts[kind], tmp_path, batches=(1, 512))
 
 
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_a_debug_engine_with_logits_generates_like_a_plain_one(backend, sasrec_ckpt, ml100k, tmp_path):
+    """The logits output sits between the head and the cache rows: runtimes must skip it."""
+    from dataclasses import replace
+    from rsir_trt.data.dataset import SequenceData
+    from rsir_trt.generate import GenConfig, generate
+    from rsir_trt.runtime.torch_rt import TorchRuntime
+    data = SequenceData(ml100k.name, ml100k.users[:60], ml100k.item_tokens, ml100k.sequences[:60])
+    plain = open_runtime(sasrec_ckpt, "torch", topk=10)
+    if backend == "torch":
+        debug = TorchRuntime(plain.step_module.model, replace(plain.meta, with_logits=True))
+    else:
+        debug = open_runtime(_export_with_logits(sasrec_ckpt, tmp_path)[1])
+    assert debug.meta.with_logits and debug.n_head == plain.n_head + 1
+    for cfg in (GenConfig(m=3, tau=50), GenConfig(m=3, tau=50, sample_topk=5, start="prefix")):
+        a, b = generate(plain, data, cfg), generate(debug, data, cfg)
+        assert a.stats["kept"] > 0
+        assert [s.tobytes() for s in a.synthetic.sequences] == [s.tobytes() for s in b.synthetic.sequences]
+
+
 def test_head_semantics_on_hand_made_logits():
     from rsir_trt.step import rsir_head
     #               pad   1    2    3    4    5    6

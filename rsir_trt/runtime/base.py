@@ -41,6 +41,10 @@ class Runtime:
         """All arguments int64 numpy arrays for the first n <= B rows."""
         raise NotImplementedError
 
+    def head(self, outs: list[np.ndarray]) -> StepOut:
+        """The step's host outputs, in contract order, as a StepOut (a logits output, if any, is left out)."""
+        return StepOut(*outs[:3], *(outs[3:6] if self.meta.topk else []))
+
     def move(self, src: np.ndarray, dst: np.ndarray, filled: int) -> None:
         """Copy the cache rows `src` onto the rows `dst` (a branching or compacted trajectory);
         K/V positions >= `filled` are never read, so they need not be copied."""

@@ -65,7 +65,7 @@ class OnnxRuntime(Runtime):
 
     def step(self, item, pos, seed_items, traj) -> StepOut:
         out = self.run(item, pos, seed_items, traj)
-        return StepOut(*out[:3], *(out[3:6] if self.meta.topk else []))
+        return self.head(out)
 
     def describe(self) -> dict:
         return {"runtime": self.name, "provider": self.provider, "threads": self.threads}

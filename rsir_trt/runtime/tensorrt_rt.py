@@ -175,7 +175,7 @@ class TensorRTRuntime(Runtime):
                     buf[:B] = row
             head = [o.cpu() for o in outs[: self.n_head]]
         self.stream.synchronize()
-        return StepOut(*[h.numpy() for h in head])
+        return self.head([h.numpy() for h in head])
 
     def index(self, rows: np.ndarray):
         return self.torch.from_numpy(rows).to(self.dev)

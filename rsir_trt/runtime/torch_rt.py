@@ -15,7 +15,7 @@ class TorchRuntime(Runtime):
     def __init__(self, model, meta, device: str = "cpu"):
         self.meta = meta
         self.device = torch.device(device)
-        self.step_module = DecodeStep(model.to(self.device), topk=meta.topk).eval()
+        self.step_module = DecodeStep(model.to(self.device), topk=meta.topk, with_logits=meta.with_logits).eval()
         self.shapes = model.cache_shapes
         self.cache: list[torch.Tensor] = []
 
@@ -37,7 +37,7 @@ class TorchRuntime(Runtime):
             for buf, row in zip(self.cache, rows):
                 buf[:n] = row
         host = [o.cpu().numpy() for o in out[:self.n_head]]
-        return StepOut(*host)
+        return self.head(host)
 
     def index(self, rows: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(rows).to(self.device)
