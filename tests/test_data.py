@@ -101,3 +101,37 @@ def test_embedded_default_is_movielens(ml100k):
 def test_vocabulary_mismatch_is_reported():
     with pytest.raises(RsirError, match="item 12 of user 1 is not in the model's vocabulary"):
         build("d", ["1"], [["10", "11", "12"]], item_tokens=["<pad>", "10", "11"])
+
+
+def test_recbole_benchmark_export_keeps_the_split(tmp_path, capsys):
+    """Synthetic rows only train; validation and test are each real user's own target."""
+    from rsir_trt.cli import main
+    data = write(tmp_path, "d.txt", "1 15 10 11 12 13 14\n2 20 21 22\n")  # --max-len 5 drops 15
+    syn = write(tmp_path, "syn.txt", "9 11 12 20\n")
+    write(tmp_path, "syn.txt.provenance.tsv", "synthetic_user\tseed_user\titeration\n9\t1\t1\n")
+    out = tmp_path / "aug"
+    assert main(["data", "export-recbole", "--data", str(data), "--max-len", "5", "--extra", str(syn),
+                 "--out", str(out)]) == 0
+    head = "user_id:token\titem_id_list:token_seq\titem_id:token"
+    rows = {s: (out / f"aug.{s}.inter").read_text().splitlines() for s in ("train", "valid", "test")}
+    # user 2's single training item has no next item; the synthetic user gets a fresh id (3)
+    assert rows["train"] == [head, "1\t10\t11", "1\t10 11\t12", "3\t11\t12", "3\t11 12\t20"]
+    assert rows["valid"] == [head, "1\t10 11 12\t13", "2\t20\t21"]
+    assert rows["test"] == [head, "1\t10 11 12 13\t14", "2\t20 21\t22"]
+    # the whole vocabulary, so RecBole ranks the same items (15 appears in no row)
+    assert (out / "aug.item").read_text().splitlines() == ["item_id:token", "10", "11", "12", "13", "14", "15",
+                                                           "20", "21", "22"]
+    config = (out / "recbole.yaml").read_text()
+    assert "benchmark_filename: [train, valid, test]" in config and "alias_of_item_id: [item_id_list]" in config
+    assert "MAX_ITEM_LIST_LENGTH: 4" in config
+    # exporting again replaces the set and leaves no temp directory behind
+    assert main(["data", "export-recbole", "--data", str(data), "--max-len", "5", "--out", str(out)]) == 0
+    assert (out / "aug.train.inter").read_text().splitlines() == [head, "1\t10\t11", "1\t10 11\t12"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    capsys.readouterr()
+    assert main(["data", "export-recbole", "--data", str(data), "--out", str(tmp_path / "no" / "aug")]) == 2
+    assert "directory" in capsys.readouterr().err and not (tmp_path / "no").exists()
+    assert main(["data", "export-recbole", "--data", str(data), "--out", str(data)]) == 2
+    assert "exists and is not a directory" in capsys.readouterr().err
+    assert main(["data", "export-recbole", "--data", str(data), "--extra", str(data), "--out", str(out)]) == 2
+    assert "provenance file" in capsys.readouterr().err

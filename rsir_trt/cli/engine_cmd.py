@@ -9,8 +9,7 @@ from rich.table import Table
 
 from ..atomic import check_writable, write_json
 from ..build import build_engine
-from ..data import SequenceData, build, open_dataset, write_synthetic
-from ..data.readers import read_sequence_lines
+from ..data import SequenceData, add_synthetic_file, open_dataset, write_synthetic
 from ..errors import RsirError
 from ..generate import GenConfig, generate
 from ..runtime import open_runtime
@@ -46,28 +45,6 @@ def build_engine_cmd(
     console.print(table)
 
 
-def add_earlier_round(ds: SequenceData, extra: Path, max_len: int) -> None:
-    """Synthetic rows written by an earlier `generate`, with their provenance TSV."""
-    users, seqs = read_sequence_lines(extra)
-    rows = build(extra.name, users, seqs, max_len=max_len, item_tokens=ds.item_tokens, source=str(extra))
-    prov = Path(str(extra) + ".provenance.tsv")
-    if not prov.is_file():
-        raise RsirError(f"--extra {extra}: its provenance file {prov} is missing (written by rsir-trt generate)")
-    index = {u: i for i, u in enumerate(ds.users)}
-    seed_of, iteration_of = {}, {}
-    for n, line in enumerate(prov.read_text().splitlines()[1:], 2):
-        fields = line.split("\t")
-        if len(fields) != 3 or fields[1] not in index or not fields[2].isdigit():
-            raise RsirError(f"{prov}:{n}: expected synthetic_user, a known seed_user and an iteration")
-        seed_of[fields[0]], iteration_of[fields[0]] = index[fields[1]], int(fields[2])
-    missing = [u for u in users if u not in seed_of]
-    if missing:
-        raise RsirError(f"{prov}: no provenance for synthetic user {missing[0]}")
-    ds.synthetic.sequences += rows.sequences
-    ds.synthetic.seed_user += [seed_of[u] for u in users]
-    ds.synthetic.iteration += [iteration_of[u] for u in users]
-
-
 def generate_cmd(
     engine: Path = typer.Option(..., "--engine", "-e", help="engine (.onnx/.plan) or checkpoint (torch/reference)."),
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Dataset (default ml-100k)."),
@@ -100,7 +77,7 @@ def generate_cmd(
     if synthetic_seeds and extra is None:
         raise RsirError("--synthetic-seeds needs --extra FILE (the synthetic rows to seed from)")
     if extra is not None:
-        add_earlier_round(ds, extra, runtime.meta.max_len)
+        add_synthetic_file(ds, extra, runtime.meta.max_len)
     with Progress(console=err_console, transient=True) as bar:
         task = bar.add_task(f"generating on {runtime.name}", total=None)
         result = generate(runtime, ds, cfg, progress=lambda d, n: bar.update(task, completed=d, total=n))

@@ -1,5 +1,6 @@
 from .catalog import BENCHMARKS, DEFAULT, resolve
-from .dataset import SequenceData, Synthetic, build, load, write_sequences, write_synthetic, write_training_file
+from .dataset import (SequenceData, Synthetic, add_synthetic_file, build, load, write_sequences, write_synthetic,
+                      write_training_file)
 
 
 def open_dataset(name_or_path=None, fmt="auto", max_len=50, k_core=0, item_tokens=None) -> SequenceData:
@@ -12,5 +13,5 @@ def open_dataset(name_or_path=None, fmt="auto", max_len=50, k_core=0, item_token
     return data
 
 
-__all__ = ["SequenceData", "Synthetic", "build", "load", "open_dataset", "resolve",
+__all__ = ["SequenceData", "Synthetic", "add_synthetic_file", "build", "load", "open_dataset", "resolve",
            "write_sequences", "write_synthetic", "write_training_file"]

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import RsirError
-from .readers import read_any
+from .readers import read_any, read_sequence_lines
 
 MIN_USER_LEN = 3  # one training item, one validation target, one test target
 
@@ -150,6 +150,28 @@ def write_synthetic(path: str | Path, data: SequenceData) -> None:
         f.write("synthetic_user\tseed_user\titeration\n")
         for sid, u, it in zip(ids, data.synthetic.seed_user, data.synthetic.iteration):
             f.write(f"{sid}\t{data.users[u]}\t{it}\n")
+
+
+def add_synthetic_file(ds: SequenceData, extra: Path, max_len: int) -> None:
+    """Read back synthetic rows that `write_synthetic` wrote (with their provenance TSV) into `ds`."""
+    users, seqs = read_sequence_lines(extra)
+    rows = build(extra.name, users, seqs, max_len=max_len, item_tokens=ds.item_tokens, source=str(extra))
+    prov = Path(str(extra) + ".provenance.tsv")
+    if not prov.is_file():
+        raise RsirError(f"--extra {extra}: its provenance file {prov} is missing (written by rsir-trt generate)")
+    index = {u: i for i, u in enumerate(ds.users)}
+    seed_of, iteration_of = {}, {}
+    for n, line in enumerate(prov.read_text().splitlines()[1:], 2):
+        fields = line.split("\t")
+        if len(fields) != 3 or fields[1] not in index or not fields[2].isdigit():
+            raise RsirError(f"{prov}:{n}: expected synthetic_user, a known seed_user and an iteration")
+        seed_of[fields[0]], iteration_of[fields[0]] = index[fields[1]], int(fields[2])
+    missing = [u for u in users if u not in seed_of]
+    if missing:
+        raise RsirError(f"{prov}: no provenance for synthetic user {missing[0]}")
+    ds.synthetic.sequences += rows.sequences
+    ds.synthetic.seed_user += [seed_of[u] for u in users]
+    ds.synthetic.iteration += [iteration_of[u] for u in users]
 
 
 def write_training_file(path: str | Path, data: SequenceData) -> None:
