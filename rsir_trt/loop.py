@@ -45,6 +45,7 @@ class LoopConfig:
     layers: int = 2
     heads: int = 2
     dropout: float = 0.5
+    layout: str = "recbole"       # SASRec's block layout (models/sasrec.py)
     train: dict = field(default_factory=dict)
     gen: dict = field(default_factory=dict)
     seed: int = 0
@@ -66,7 +67,7 @@ class LoopConfig:
     def baseline(self) -> dict:
         """What determines the iteration-0 models: runs that agree here share them."""
         d = asdict(self)
-        return {k: d[k] for k in ("data", "max_len", "dim", "layers", "heads", "dropout", "train", "seed")}
+        return {k: d[k] for k in ("data", "max_len", "dim", "layers", "heads", "dropout", "layout", "train", "seed")}
 
 
 def finished_steps(root: Path) -> list[str]:
@@ -103,7 +104,8 @@ class Run:
     def model_config(self, kind: str) -> ModelConfig:
         c = self.cfg
         return ModelConfig(kind=kind, num_items=self.base.num_items, max_len=c.max_len, dim=c.dim,
-                           layers=c.layers, heads=c.heads, dropout=c.dropout, attn_dropout=c.dropout)
+                           layers=c.layers, heads=c.heads, dropout=c.dropout, attn_dropout=c.dropout,
+                           layout=c.layout if kind == "sasrec" else "recbole")
 
     # --- steps -------------------------------------------------------------------
     def train_step(self, k: int, kind: str, data: SequenceData) -> None:

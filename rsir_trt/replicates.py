@@ -10,6 +10,7 @@ import statistics
 from pathlib import Path
 
 from .errors import RsirError
+from .loop import read_config
 from .report import KEYS, SELECT_BY, gain, selected
 
 VARY = ("seed", "iterations", "stop_early", "backend")  # may differ between replicates
@@ -21,7 +22,7 @@ def load_run(root: Path) -> dict:
         if not (root / name).is_file():
             raise RsirError(f"{root / name}: missing (not a loop run directory, or no iteration finished yet)")
     try:
-        cfg = json.loads((root / "config.json").read_text())
+        cfg = read_config(root / "config.json").comparable()  # defaults filled in: older runs compare too
         rows = json.loads((root / "report.json").read_text())["iterations"]
         for r in rows:
             [float(r[split][k]) for split in ("valid", "test") for k in KEYS]

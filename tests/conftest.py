@@ -40,6 +40,12 @@ def sasrec_ckpt(tmp_path_factory, ml100k):
 
 
 @pytest.fixture(scope="session")
+def kang_ckpt(tmp_path_factory, ml100k):
+    """SASRec in the original code's layout (pre-LN, scaled embeddings, final LayerNorm)."""
+    return _trained(tmp_path_factory, ml100k, "sasrec", layout="kang")
+
+
+@pytest.fixture(scope="session")
 def gru_ckpt(tmp_path_factory, ml100k):
     return _trained(tmp_path_factory, ml100k, "gru4rec")
 

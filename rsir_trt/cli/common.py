@@ -17,6 +17,8 @@ DataOpt = typer.Option(None, "--data", "-d", help="Dataset file or name (ml-100k
 FormatOpt = typer.Option("auto", "--format", help="auto | lines | inter | csv")
 MaxLenOpt = typer.Option(50, "--max-len", help="Keep each user's last N items; also the model's S_max.")
 KcoreOpt = typer.Option(0, "--kcore", help="Iterative k-core filter (0 = off).")
+LayoutOpt = typer.Option("recbole", "--layout", help="SASRec block layout: recbole (post-LN) | kang (the "
+                         "original code's: pre-LN, embeddings x sqrt(d), a final LayerNorm).")
 
 
 def metrics_table(title: str, rows: dict[str, dict], keys=("recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr")) -> Table:

@@ -14,7 +14,7 @@ from ..generate import GenConfig
 from ..loop import LoopConfig, Run, start_run
 from ..report import markdown
 from ..train import TrainConfig
-from .common import DataOpt, console
+from .common import DataOpt, LayoutOpt, console
 
 
 def loop_cmd(
@@ -31,6 +31,7 @@ def loop_cmd(
     max_len: int = typer.Option(50, "--max-len"),
     dim: int = typer.Option(64, "--dim"),
     dropout: float = typer.Option(0.5, "--dropout"),
+    layout: str = LayoutOpt,
     lr: float = typer.Option(2e-3, "--lr"),
     weight_decay: float = typer.Option(0.0, "--weight-decay", help="Adam's L2 penalty."),
     batch_size: int = typer.Option(128, "--batch-size"),
@@ -49,7 +50,7 @@ def loop_cmd(
     """The RSIR recursion: train -> build engine -> generate -> merge -> train successor, K times."""
     cfg = LoopConfig(data=data, iterations=iterations, teacher=teacher, student=student or teacher,
                      finetune=finetune, stop_early=stop_early, backend=backend, max_len=max_len, dim=dim,
-                     dropout=dropout, seed=seed,
+                     dropout=dropout, layout=layout, seed=seed,
                      train=TrainConfig(loss=loss, lr=lr, weight_decay=weight_decay, batch_size=batch_size, epochs=epochs, patience=patience).__dict__,
                      gen=GenConfig(tau=tau, p=p, m=m, max_len=max_len, keep_failing=keep_failing,
                                    sample_topk=sample_topk, synthetic_seeds=synthetic_seeds,

@@ -13,7 +13,7 @@ from ..data import open_dataset
 from ..evaluate import evaluate
 from ..models import ModelConfig, create_model
 from ..train import TrainConfig, train
-from .common import DataOpt, FormatOpt, KcoreOpt, MaxLenOpt, console, metrics_table, out_dir
+from .common import DataOpt, FormatOpt, KcoreOpt, LayoutOpt, MaxLenOpt, console, metrics_table, out_dir
 
 
 def fit(model, data, cfg: TrainConfig, title: str, quiet: bool = False):
@@ -42,6 +42,7 @@ def train_cmd(
     heads: int = typer.Option(2, "--heads"),
     ffn_mult: int = typer.Option(4, "--ffn-mult", help="SASRec feed-forward width in multiples of --dim (RecBole 4, the SASRec paper 1)."),
     dropout: float = typer.Option(0.5, "--dropout"),
+    layout: str = LayoutOpt,
     loss: str = typer.Option("ce", "--loss", help="ce (full softmax) | sampled"),
     negatives: int = typer.Option(256, "--negatives", help="Uniform negatives for --loss sampled."),
     lr: float = typer.Option(2e-3, "--lr"),
@@ -57,7 +58,7 @@ def train_cmd(
     cfg = TrainConfig(loss=loss, negatives=negatives, lr=lr, weight_decay=weight_decay, batch_size=batch_size, epochs=epochs,
                       patience=patience, seed=seed)
     mcfg = ModelConfig(kind=model, num_items=ds.num_items, max_len=max_len, dim=dim, layers=layers,
-                       heads=heads, ffn_mult=ffn_mult, dropout=dropout, attn_dropout=dropout)
+                       heads=heads, ffn_mult=ffn_mult, dropout=dropout, attn_dropout=dropout, layout=layout)
     net = create_model(mcfg, seed=seed)
     result = fit(net, ds, cfg, f"{model} on {ds.name}")
     test = evaluate(net, ds, "test")

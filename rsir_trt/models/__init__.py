@@ -7,7 +7,7 @@
 from ..errors import RsirError
 from .config import ModelConfig
 from .gru4rec import GRU4Rec
-from .sasrec import SASRec
+from .sasrec import LAYOUTS, SASRec
 
 MODELS = {"sasrec": SASRec, "gru4rec": GRU4Rec}
 
@@ -21,6 +21,10 @@ def create_model(config: ModelConfig, seed: int | None = None):
             raise RsirError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(config, name)}")
     if not (0 <= config.dropout < 1 and 0 <= config.attn_dropout < 1):  # both come from --dropout
         raise RsirError(f"--dropout must be in [0, 1), got {config.dropout}")
+    if config.layout not in LAYOUTS:
+        raise RsirError(f"--layout: {config.layout!r} is not one of {', '.join(LAYOUTS)}")
+    if config.kind != "sasrec" and config.layout != LAYOUTS[0]:
+        raise RsirError(f"--layout {config.layout} applies to SASRec only, not {config.kind}")
     if config.kind == "sasrec" and config.dim % config.heads:
         raise RsirError(f"--dim {config.dim} is not divisible by --heads {config.heads}")
     if seed is not None:

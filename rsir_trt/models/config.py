@@ -14,6 +14,7 @@ class ModelConfig:
     ffn_mult: int = 4
     dropout: float = 0.5        # embedding/hidden dropout
     attn_dropout: float = 0.5
+    layout: str = "recbole"     # SASRec: recbole (post-LN) | kang (the original code's pre-LN layout)
 
     def to_dict(self) -> dict:
         return asdict(self)
