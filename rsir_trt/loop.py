@@ -26,7 +26,7 @@ from .data import SequenceData, Synthetic, write_synthetic, write_training_file
 from .errors import RsirError
 from .evaluate import evaluate
 from .generate import GenConfig, generate
-from .models import ModelConfig, create_model
+from .models import LAYOUTS, ModelConfig, create_model
 from .report import SELECT_BY
 from .train import TrainConfig, train
 
@@ -53,6 +53,8 @@ class LoopConfig:
     def check(self) -> None:
         if self.iterations < 1:
             raise RsirError(f"--iterations must be >= 1, got {self.iterations}")
+        if self.layout not in LAYOUTS:
+            raise RsirError(f"--layout: {self.layout!r} is not one of {', '.join(LAYOUTS)}")
         TrainConfig(**self.train).check()
         GenConfig(**self.gen).check()
 

@@ -48,6 +48,9 @@ CASES = [
     ("train-dropout", "train --dropout 1 --out {o}", r"--dropout must be in \[0, 1\)"),
     ("train-diverges", "train --lr 1000 --dropout 0 --epochs 3 --out {o}", r"training diverged in epoch 1 \(loss nan\); lower --lr"),
     ("train-maxlen", "train --max-len 2 --out {o}", r"--max-len must be at least 3"),
+    ("train-layout", "train --layout pre --out {o}", r"--layout: 'pre' is not one of recbole, kang"),
+    ("train-layout-gru", "train --model gru4rec --layout kang --out {o}", r"--layout kang applies to SASRec only"),
+    ("export-extra-missing", "data export-recbole --extra {d}/nope.txt --out {o}", r"nope.txt: no such file"),
     ("train-out-missing-dir", "train --out {d}/no/such/dir", r"parent directory .* does not exist"),
     ("train-out-is-file", "train --out {d}/a_file", r"exists and is not a directory"),
     # evaluate
@@ -87,6 +90,7 @@ CASES = [
     ("loop-p", "loop --p -0.1 --out {o}", r"--p must be in \[0, 1\]"),
     ("loop-weight-decay", "loop --weight-decay -0.5 --out {o}", r"--weight-decay must be >= 0"),
     ("loop-backend", "loop --backend tvm --out {o}", r"--backend: 'tvm'"),
+    ("loop-layout", "loop --layout pre --out {o}", r"--layout: 'pre' is not one of recbole, kang"),
     ("loop-resume-nothing", "loop --resume --out {o}", r"nothing to resume"),
     ("loop-out-dir", "loop --out {d}/no/dir/run", r"directory .* does not exist"),
 ]
@@ -105,6 +109,8 @@ def test_bad_input_is_one_clear_line(name, argv, message, files, sasrec_ckpt, tm
     import re
     assert re.search(message, lines[0]), lines[0]
     assert not out.exists() or not any(out.iterdir()) if out.is_dir() else not out.exists()
+    if name.startswith("train-") and name != "train-diverges" and "--out {o}" in argv:
+        assert not out.exists()   # settings are checked before the run directory is made
     assert sorted(p.name for p in files.iterdir()) == before   # nothing written beside the inputs
 
 

@@ -54,12 +54,13 @@ def train_cmd(
 ):
     """Train a sequential recommender; keeps the best-validation checkpoint, reports test."""
     ds = open_dataset(data, fmt, max_len=max_len, k_core=kcore)
-    out = out_dir(out, f"runs/{ds.name}-{model}")
     cfg = TrainConfig(loss=loss, negatives=negatives, lr=lr, weight_decay=weight_decay, batch_size=batch_size, epochs=epochs,
                       patience=patience, seed=seed)
     mcfg = ModelConfig(kind=model, num_items=ds.num_items, max_len=max_len, dim=dim, layers=layers,
                        heads=heads, ffn_mult=ffn_mult, dropout=dropout, attn_dropout=dropout, layout=layout)
-    net = create_model(mcfg, seed=seed)
+    net = create_model(mcfg, seed=seed)  # bad model settings fail before --out is created
+    cfg.check()
+    out = out_dir(out, f"runs/{ds.name}-{model}")
     result = fit(net, ds, cfg, f"{model} on {ds.name}")
     test = evaluate(net, ds, "test")
     data_info = {"source": data, "format": fmt, "max_len": max_len, "kcore": kcore, "name": ds.name}

@@ -33,4 +33,4 @@ def create_model(config: ModelConfig, seed: int | None = None):
     return MODELS[config.kind](config)
 
 
-__all__ = ["MODELS", "ModelConfig", "create_model", "GRU4Rec", "SASRec"]
+__all__ = ["LAYOUTS", "MODELS", "ModelConfig", "create_model", "GRU4Rec", "SASRec"]
