@@ -170,8 +170,8 @@ def run_bench(model, data: SequenceData | None, runtimes: list[str], batches: li
             data = data or synthetic_seeds(gen_seeds, V, rng)
             if len(data.users) > gen_seeds:
                 data = SequenceData(data.name, data.users[:gen_seeds], data.item_tokens, data.sequences[:gen_seeds])
-            gcfg = gen or GenConfig(tau=V, max_len=S)  # random models fail every fidelity check: run without it
-            gcfg.batch_size = gen_batch
+            # random models fail every fidelity check: without `gen`, run without it
+            gcfg = replace(gen or GenConfig(tau=V, max_len=S), batch_size=gen_batch)
             results = {}
             # engines run twice when m > 1: as shipped, and with one row per trajectory
             # (no sharing of a seed's common prefix), so the sharing's gain is measured here too

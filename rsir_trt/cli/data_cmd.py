@@ -44,7 +44,6 @@ def export_recbole(
     table = Table(title=f"{ds.name} + {len(ds.synthetic):,} synthetic rows as RecBole benchmark files")
     table.add_column("file")
     table.add_column("rows", justify="right")
-    for path in write_recbole_benchmark(out, ds):
-        n = sum(1 for _ in open(path)) - 1 if path.suffix in (".inter", ".item") else None
+    for path, n in write_recbole_benchmark(out, ds).items():
         table.add_row(str(path), f"{n:,}" if n is not None else "config")
     console.print(table)

@@ -35,15 +35,17 @@ MAX_ITEM_LIST_LENGTH: {max_len}
 """
 
 
-def _rows(f, user: str, seq: np.ndarray, tokens: np.ndarray, start: int) -> None:
-    """(user, seq[:i], seq[i]) for i >= start."""
+def _rows(f, user: str, seq: np.ndarray, tokens: np.ndarray, start: int) -> int:
+    """(user, seq[:i], seq[i]) for i >= start; returns how many rows."""
     toks = tokens[seq]
     for i in range(start, len(toks)):
         f.write(f"{user}\t{' '.join(toks[:i])}\t{toks[i]}\n")
+    return max(len(toks) - start, 0)
 
 
-def write_recbole_benchmark(root: str | os.PathLike, data: SequenceData) -> list[Path]:
-    """Write `root/<root name>.{train,valid,test}.inter`, `.item` and `root/recbole.yaml`.
+def write_recbole_benchmark(root: str | os.PathLike, data: SequenceData) -> dict[Path, int | None]:
+    """Write `root/<root name>.{train,valid,test}.inter`, `.item` and `root/recbole.yaml`;
+    returns each file with its data rows (None for the config).
 
     The set is built in a temp directory beside `root`: a new `root` is that directory
     renamed, so a killed export leaves nothing; an existing one gets each file replaced
@@ -64,18 +66,17 @@ def write_recbole_benchmark(root: str | os.PathLike, data: SequenceData) -> list
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would stay on the renamed directory
     except OSError as e:
         raise RsirError(f"--out {root}: cannot write in {root.parent} ({e.strerror})") from None
+    counts: dict[str, int] = {}
     try:
         with open(tmp / f"{name}.train.inter", "w") as f:
             f.write(HEADER)
-            for u, s in real:
-                _rows(f, u, s[:-2], tokens, 1)
-            for u, s in zip(synthetic_user_ids(data), data.synthetic.sequences):
-                _rows(f, u, s, tokens, 1)
+            counts["train"] = sum(_rows(f, u, s[:-2], tokens, 1) for u, s in real)
+            counts["train"] += sum(_rows(f, u, s, tokens, 1)
+                                   for u, s in zip(synthetic_user_ids(data), data.synthetic.sequences))
         for split, cut in (("valid", 1), ("test", 0)):  # only each real user's own target
             with open(tmp / f"{name}.{split}.inter", "w") as f:
                 f.write(HEADER)
-                for u, s in real:
-                    _rows(f, u, s[: len(s) - cut], tokens, len(s) - cut - 1)
+                counts[split] = sum(_rows(f, u, s[: len(s) - cut], tokens, len(s) - cut - 1) for u, s in real)
         (tmp / f"{name}.item").write_text("item_id:token\n" + "".join(t + "\n" for t in data.item_tokens[1:]))
         (tmp / "recbole.yaml").write_text(CONFIG.format(name=name, max_len=longest))
         for p in tmp.iterdir():
@@ -90,4 +91,5 @@ def write_recbole_benchmark(root: str | os.PathLike, data: SequenceData) -> list
         raise RsirError(f"--out {root}: write failed ({e.strerror or e})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return [root / f"{name}.{s}.inter" for s in SPLITS] + [root / f"{name}.item", root / "recbole.yaml"]
+    return {**{root / f"{name}.{s}.inter": counts[s] for s in SPLITS},
+            root / f"{name}.item": len(data.item_tokens) - 1, root / "recbole.yaml": None}

@@ -45,6 +45,15 @@ class Runtime:
         """The step's host outputs, in contract order, as a StepOut (a logits output, if any, is left out)."""
         return StepOut(*outs[:3], *(outs[3:6] if self.meta.topk else []))
 
+    def write_rows(self, rows: list, b, pos) -> None:
+        """After a step: the new cache rows of rows `b` (= 0..n-1, as the buffers index),
+        K/V written at position `pos`, recurrent states replaced."""
+        for buf, row in zip(self.cache, rows):
+            if self.cache_kind == "kv":
+                buf[b, :, pos] = row
+            else:
+                buf[: len(row)] = row
+
     def move(self, src: np.ndarray, dst: np.ndarray, filled: int) -> None:
         """Copy the cache rows `src` onto the rows `dst` (a branching or compacted trajectory);
         K/V positions >= `filled` are never read, so they need not be copied."""

@@ -53,14 +53,7 @@ class OnnxRuntime(Runtime):
         n = len(item)
         feed = dict(zip(self.inputs, (item, pos, seed_items, traj, *(c[:n] for c in self.cache))))
         out = self.session.run(None, feed)
-        rows = out[self.n_head:]
-        if self.cache_kind == "kv":
-            b = np.arange(n)
-            for buf, row in zip(self.cache, rows):
-                buf[b, :, pos] = row
-        else:
-            for buf, row in zip(self.cache, rows):
-                buf[:n] = row
+        self.write_rows(out[self.n_head:], np.arange(n), pos)
         return out[: self.n_head]
 
     def step(self, item, pos, seed_items, traj) -> StepOut:

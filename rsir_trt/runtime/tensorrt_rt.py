@@ -165,14 +165,7 @@ class TensorRTRuntime(Runtime):
                 outs.append(o)
             if not ctx.execute_async_v3(self.stream.cuda_stream):
                 raise RsirError("TensorRT execute_async_v3 failed")
-            rows = outs[self.n_head:]
-            if self.meta.model["kind"] == "sasrec":
-                b = t.arange(B, device=self.dev)
-                for buf, row in zip(self.cache, rows):
-                    buf[b, :, ins[1]] = row
-            else:
-                for buf, row in zip(self.cache, rows):
-                    buf[:B] = row
+            self.write_rows(outs[self.n_head:], t.arange(B, device=self.dev), ins[1])
             head = [o.cpu() for o in outs[: self.n_head]]
         self.stream.synchronize()
         return self.head([h.numpy() for h in head])

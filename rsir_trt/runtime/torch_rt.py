@@ -28,14 +28,7 @@ class TorchRuntime(Runtime):
         t = [torch.from_numpy(a).to(dev) for a in (item, pos, seed_items, traj)]
         n = len(item)
         out = self.step_module(*t, *(c[:n] for c in self.cache))
-        rows = out[self.n_head:]
-        if self.cache_kind == "kv":
-            b = torch.arange(n, device=dev)
-            for buf, row in zip(self.cache, rows):
-                buf[b, :, t[1]] = row
-        else:
-            for buf, row in zip(self.cache, rows):
-                buf[:n] = row
+        self.write_rows(out[self.n_head:], torch.arange(n, device=dev), t[1])
         host = [o.cpu().numpy() for o in out[:self.n_head]]
         return self.head(host)
 
