@@ -173,17 +173,21 @@ def run_bench(model, data: SequenceData | None, runtimes: list[str], batches: li
             # random models fail every fidelity check: without `gen`, run without it
             gcfg = replace(gen or GenConfig(tau=V, max_len=S), batch_size=gen_batch)
             results = {}
-            # engines run twice when m > 1: as shipped, and with one row per trajectory
-            # (no sharing of a seed's common prefix), so the sharing's gain is measured here too
-            runs = [(name, rt, True) for name, rt in rts.items() if not isinstance(rt, str)]
-            runs += [(f"{name}, one row per trajectory", rt, False) for name, rt, _ in runs
-                     if name != "reference" and gcfg.m > 1]
-            for name, rt, share in runs:
-                r = generate(rt, data, replace(gcfg, share_rows=share))
+            # engines run again when m > 1 with one row per trajectory (no sharing of a seed's
+            # common prefix), and where they shard by default, as one worker: both gains measured here
+            base = [(name, rt) for name, rt in rts.items() if not isinstance(rt, str)]
+            runs = [(name, rt, True, gcfg.workers) for name, rt in base]
+            engines = [(name, rt) for name, rt in base if name != "reference"]
+            runs += [(f"{name}, one row per trajectory", rt, False, gcfg.workers) for name, rt in engines if gcfg.m > 1]
+            runs += [(f"{name}, 1 worker", rt, True, 1) for name, rt in engines
+                     if not gcfg.workers and rt.default_workers > 1]
+            for name, rt, share, workers in runs:
+                r = generate(rt, data, replace(gcfg, share_rows=share, workers=workers))
                 results[name] = [s.tobytes() for s in r.synthetic.sequences]
                 gen_rows.append({"runtime": name, "trajectories": r.stats["trajectories"], "seconds": r.stats["seconds"],
                                  "sequences_per_s": r.stats["sequences_per_s"], "items_per_s": r.stats["items_per_s"],
-                                 "mean_len": r.stats["mean_len"], "engine_rows": r.stats.get("engine_rows")})
+                                 "mean_len": r.stats["mean_len"], "engine_rows": r.stats.get("engine_rows"),
+                                 "workers": r.stats.get("workers", 1)})
                 progress(f"generate {name}: {r.stats['sequences_per_s']:.0f} seq/s")
             ref = gen_rows[0]["sequences_per_s"] if gen_rows and gen_rows[0]["runtime"] == "reference" else None
             for row in gen_rows:

@@ -6,7 +6,9 @@ reference produce the same dataset. Validation and test targets are never seen: 
 are training prefixes (and optionally synthetic rows)."""
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -31,7 +33,8 @@ class GenConfig:
     temperature: float = 1.0
     synthetic_seeds: bool = False # also seed from synthetic rows already in the data
     seed: int = 0
-    batch_size: int = 1024        # trajectories in flight; engine rows <= this
+    batch_size: int = 1024        # trajectories in flight (over all workers); engine rows <= this
+    workers: int = 0              # shards run side by side, one runtime each; 0 = the runtime's choice
     share_rows: bool = True       # False: one engine row per trajectory (to benchmark the sharing)
 
     def check(self) -> None:
@@ -43,6 +46,8 @@ class GenConfig:
             raise RsirError(f"--m must be >= 1, got {self.m}")
         if self.batch_size < 1:
             raise RsirError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.workers < 0:
+            raise RsirError(f"--workers must be >= 0 (0 = auto), got {self.workers}")
         if self.max_len < self.min_len or self.min_len < 1:
             raise RsirError(f"--max-len {self.max_len} must be >= --min-len {self.min_len} >= 1")
         if self.start not in ("first", "prefix"):
@@ -64,6 +69,16 @@ class Plan:
     @property
     def n(self) -> int:
         return len(self.seed_of)
+
+    def shard(self, lo: int, hi: int) -> "Plan":
+        """Trajectories lo..hi-1, their draws with them (so a shard decides as the whole would)."""
+        return Plan(self.seed_mat, self.seed_user, self.seed_of[lo:hi], self.prefix[lo:hi],
+                    self.u_pool[lo:hi], self.u_sample[lo:hi])
+
+    def cuts(self, k: int) -> list[int]:
+        """k contiguous shards of about equal size, cut between seeds (a seed's trajectories share rows)."""
+        inner = {int(np.searchsorted(self.seed_of, self.seed_of[self.n * i // k])) for i in range(1, k)}
+        return [0, *sorted(inner - {0, self.n}), self.n]
 
 
 def make_plan(data: SequenceData, cfg: GenConfig, S: int) -> Plan:
@@ -157,7 +172,10 @@ def generate(runtime, data: SequenceData, cfg: GenConfig, iteration: int = 1, pr
     """Run the policy on an engine runtime (torch, onnxruntime, tensorrt), batched: the
     engine runs one row per distinct trajectory state (prefix_rows.py); decisions are
     made per trajectory from its row's outputs. New trajectories are admitted as others
-    finish, up to `batch_size` in flight."""
+    finish, up to `batch_size` in flight. With several workers the trajectories are cut
+    into contiguous shards, each run by its own runtime in its own thread (the engine
+    releases the GIL, so one shard's policy overlaps another's engine call); every
+    trajectory's draws are planned up front, so the output never depends on the cut."""
     if hasattr(runtime, "generate"):  # the reference algorithm has its own loop
         return runtime.generate(data, cfg, iteration, progress)
     cfg.check()
@@ -167,12 +185,39 @@ def generate(runtime, data: SequenceData, cfg: GenConfig, iteration: int = 1, pr
     if cfg.sample_topk > runtime.meta.topk:
         runtime.meta.check("engine", topk=cfg.sample_topk)
     plan = make_plan(data, cfg, S)
+    cuts = plan.cuts(max(1, min(cfg.workers or runtime.default_workers, plan.n)))
+    runtimes = runtime.workers(len(cuts) - 1)
+    capacity = max(1, cfg.batch_size // len(runtimes))
+    lock, done = threading.Lock(), [0]
+
+    def ended(n: int) -> None:
+        with lock:
+            done[0] += n
+            if progress:
+                progress(done[0], plan.n)
+
+    start = time.perf_counter()
+    shards = [(rt, plan.shard(lo, hi)) for rt, lo, hi in zip(runtimes, cuts, cuts[1:])]
+    if len(shards) == 1:
+        runs = [run_policy(*shards[0], cfg, capacity, ended)]
+    else:
+        with ThreadPoolExecutor(len(shards)) as pool:
+            runs = list(pool.map(lambda sh: run_policy(*sh, cfg, capacity, ended), shards))
+    seconds = time.perf_counter() - start
+    trajectories = [t for r in runs for t in r[0]]
+    reasons = np.concatenate([r[1] for r in runs])
+    result = finish(data, cfg, plan, trajectories, reasons, seconds, iteration, runtime.describe())
+    result.stats.update(engine_calls=sum(r[2].calls for r in runs), engine_rows=sum(r[2].rows_run for r in runs),
+                        workers=len(runtimes))
+    return result
+
+
+def run_policy(runtime, plan: Plan, cfg: GenConfig, capacity: int, ended) -> tuple[list, np.ndarray, PrefixRows]:
+    """The generation policy over one plan on one runtime; `ended(n)` counts finished trajectories."""
     N = plan.n
     trajectories: list = [None] * N
     reasons = np.full(N, -1, dtype=np.int64)
-    rows = PrefixRows(runtime, plan, min(cfg.batch_size, N), S, share=cfg.share_rows)
-    done = 0
-    start = time.perf_counter()
+    rows = PrefixRows(runtime, plan, min(capacity, N), runtime.meta.max_len, share=cfg.share_rows)
 
     def close(sel: np.ndarray, why: int, drop_last: np.ndarray | None = None) -> None:
         for j in np.flatnonzero(sel):
@@ -216,14 +261,9 @@ def generate(runtime, data: SequenceData, cfg: GenConfig, iteration: int = 1, pr
             close(full, 3)
             go &= ~full
         alive = ~decide | go
-        ended = len(alive) - int(alive.sum())
+        n_ended = len(alive) - int(alive.sum())
         rows.retire(alive)
-        if ended:
-            done += ended
+        if n_ended:
             rows.admit()
-            if progress:
-                progress(done, N)
-    seconds = time.perf_counter() - start
-    result = finish(data, cfg, plan, trajectories, reasons, seconds, iteration, runtime.describe())
-    result.stats.update(engine_calls=rows.calls, engine_rows=rows.rows_run)
-    return result
+            ended(n_ended)
+    return trajectories, reasons, rows

@@ -60,10 +60,10 @@ class LoopConfig:
 
     def comparable(self) -> dict:
         """What must match to resume (the iteration count may grow; the generation batch
-        size never changes the output, so it may too)."""
+        size and workers never change the output, so they may too)."""
         d = asdict(self)
         d.pop("iterations")
-        d["gen"] = {k: v for k, v in asdict(GenConfig(**d["gen"])).items() if k != "batch_size"}
+        d["gen"] = {k: v for k, v in asdict(GenConfig(**d["gen"])).items() if k not in ("batch_size", "workers")}
         return d
 
     def baseline(self) -> dict:

@@ -150,6 +150,10 @@ def test_bench_runs_and_writes_json_and_plot(tmp_path, capsys):
     assert {"bound (matmul+topk)", "reference", "torch", "onnxruntime"} <= runtimes
     assert all(row["p50_ms"] > 0 and row["p99_ms"] >= row["p50_ms"] for row in r["steps"])
     assert all(row["same_output_as_first"] for row in r["generation"])
+    ort = next(row for row in r["generation"] if row["runtime"] == "onnxruntime")
+    assert ort["workers"] == min(r["settings"]["threads"], 20)  # one shard per thread (20 trajectories)
+    if ort["workers"] > 1:  # then timed as one worker too
+        assert any(row["runtime"] == "onnxruntime, 1 worker" and row["workers"] == 1 for row in r["generation"])
     assert (out / "bench.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -63,6 +63,24 @@ def test_deterministic_and_independent_of_batching(engines, ml100k):
     assert as_bytes(a) != as_bytes(c)
 
 
+@pytest.mark.parametrize("settings", [dict(), dict(sample_topk=8, temperature=0.7, start="prefix")])
+def test_independent_of_the_number_of_workers(settings, engines, ml100k):
+    ckpt, onnx = engines["sasrec"]
+    cfg = dict(m=3, seed=5, batch_size=64, **settings)
+    one = run(onnx, "onnxruntime", ml100k, workers=1, **cfg)
+    assert one.stats["workers"] == 1 and one.stats["kept"] > 50
+    for k in (2, 3):
+        many = run(onnx, "onnxruntime", ml100k, workers=k, **cfg)
+        assert many.stats["workers"] == k
+        assert as_bytes(many) == as_bytes(one)
+        assert many.synthetic.seed_user == one.synthetic.seed_user
+        assert many.stats["stop_reasons"] == one.stats["stop_reasons"]
+    tiny = subset(ml100k, 2)  # fewer trajectories than workers: as many shards as there are
+    assert as_bytes(run(onnx, "onnxruntime", tiny, m=1, workers=8)) == as_bytes(run(onnx, "onnxruntime", tiny, m=1, workers=1))
+    with pytest.raises(RsirError, match="--workers 2: the torch runtime runs one worker"):
+        run(ckpt, "torch", ml100k, workers=2)
+
+
 def test_a_seeds_trajectories_share_engine_rows_until_they_diverge(engines, ml100k):
     ckpt, onnx = engines["sasrec"]
     data = subset(ml100k, 60)
@@ -131,6 +149,7 @@ def test_validation_and_test_targets_are_never_used(engines, ml100k):
 @pytest.mark.parametrize("field,value,message", [
     ("tau", 0, "--tau must be >= 1"), ("p", 1.5, r"--p must be in \[0, 1\]"), ("m", 0, "--m must be >= 1"),
     ("batch_size", 0, "--batch-size must be >= 1"), ("start", "middle", "--start"),
+    ("workers", -1, "--workers must be >= 0"),
 ])
 def test_bad_generation_settings(field, value, message):
     with pytest.raises(RsirError, match=message):

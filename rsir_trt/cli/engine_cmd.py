@@ -62,11 +62,12 @@ def generate_cmd(
     synthetic_seeds: bool = typer.Option(False, "--synthetic-seeds", help="Also seed from the --extra rows."),
     seed: int = typer.Option(0, "--seed"),
     batch_size: int = typer.Option(1024, "--batch-size", help="Trajectories in flight (engine rows <= this)."),
+    workers: int = typer.Option(0, "--workers", help="Shards run side by side, one engine session each (onnxruntime); 0 = one per CPU thread on CPU. Never changes the output."),
 ):
     """Generate synthetic sequences with fidelity control; writes them + a JSON summary."""
     cfg = GenConfig(tau=tau, p=p, m=m, max_len=max_len, keep_failing=keep_failing, start=start,
                     sample_topk=sample_topk, temperature=temperature, synthetic_seeds=synthetic_seeds,
-                    seed=seed, batch_size=batch_size)
+                    seed=seed, batch_size=batch_size, workers=workers)
     cfg.check()
     if out.exists() and out.is_dir():
         raise RsirError(f"--out {out}: is a directory")
@@ -89,7 +90,7 @@ def generate_cmd(
     table.add_column("value", justify="right")
     for k in ("trajectories", "kept", "too_short", "duplicates", "mean_len", "new_interactions",
               "density_before_pct", "density_after_pct", "seconds", "sequences_per_s", "items_per_s",
-              "engine_rows"):
+              "engine_rows", "workers"):
         if k in st:  # the reference runtime has no engine rows
             table.add_row(k, f"{st[k]:,}" if isinstance(st[k], int) else str(st[k]))
     for r, n in st["stop_reasons"].items():

@@ -9,6 +9,7 @@ from functools import cached_property
 import numpy as np
 
 from ..engine_meta import HEAD_OUTPUTS, SAMPLING_OUTPUTS, EngineMeta
+from ..errors import RsirError
 
 
 @dataclass
@@ -33,6 +34,14 @@ class Runtime:
     @property
     def cache_kind(self) -> str:
         return "kv" if self.meta.model["kind"] == "sasrec" else "state"
+
+    default_workers = 1  # how many shards generation runs side by side (workers())
+
+    def workers(self, k: int) -> list["Runtime"]:
+        """k runtimes over the same engine, each with its own cache (generation's shards)."""
+        if k == 1:
+            return [self]
+        raise RsirError(f"--workers {k}: the {self.name} runtime runs one worker (several: onnxruntime on CPU)")
 
     def allocate(self, batch: int) -> None:
         raise NotImplementedError

@@ -40,11 +40,20 @@ class OnnxRuntime(Runtime):
             self.session = ort.InferenceSession(str(path), so, providers=providers)
         except Exception as e:  # ORT raises its own exception types for invalid graphs
             raise RsirError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:160]})") from None
-        self.provider, self.threads = provider, so.intra_op_num_threads
+        self.path, self.provider, self.threads = path, provider, so.intra_op_num_threads
+        # on CPU one single-threaded session per core, each on its own shard, beat one
+        # session over all cores: the policy's Python and the single-threaded kernels
+        # overlap the other shard's engine call (README, Generation speed)
+        self.default_workers = self.threads if provider == "cpu" else 1
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.cache: list[np.ndarray] = []
         self.cache_shapes = [tuple(i.shape[1:]) for i in self.session.get_inputs()[4:]]
+
+    def workers(self, k: int) -> list["OnnxRuntime"]:
+        if k == 1:
+            return [self]
+        return [OnnxRuntime(self.path, self.provider, max(1, self.threads // k)) for _ in range(k)]
 
     def allocate(self, batch: int) -> None:
         self.cache = [np.zeros((batch, *s), dtype=np.float32) for s in self.cache_shapes]
