@@ -185,6 +185,7 @@ def generate(runtime, data: SequenceData, cfg: GenConfig, iteration: int = 1, pr
     if cfg.sample_topk > runtime.meta.topk:
         runtime.meta.check("engine", topk=cfg.sample_topk)
     plan = make_plan(data, cfg, S)
+    start = time.perf_counter()  # the timing includes opening the shards' sessions
     cuts = plan.cuts(max(1, min(cfg.workers or runtime.default_workers, plan.n)))
     runtimes = runtime.workers(len(cuts) - 1)
     capacity = max(1, cfg.batch_size // len(runtimes))
@@ -196,7 +197,6 @@ def generate(runtime, data: SequenceData, cfg: GenConfig, iteration: int = 1, pr
             if progress:
                 progress(done[0], plan.n)
 
-    start = time.perf_counter()
     shards = [(rt, plan.shard(lo, hi)) for rt, lo, hi in zip(runtimes, cuts, cuts[1:])]
     if len(shards) == 1:
         runs = [run_policy(*shards[0], cfg, capacity, ended)]

@@ -48,12 +48,15 @@ class OnnxRuntime(Runtime):
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.cache: list[np.ndarray] = []
+        self._workers: dict[int, list[OnnxRuntime]] = {}
         self.cache_shapes = [tuple(i.shape[1:]) for i in self.session.get_inputs()[4:]]
 
     def workers(self, k: int) -> list["OnnxRuntime"]:
         if k == 1:
             return [self]
-        return [OnnxRuntime(self.path, self.provider, max(1, self.threads // k)) for _ in range(k)]
+        if k not in self._workers:  # made once per runtime, so repeated runs reuse the sessions
+            self._workers[k] = [OnnxRuntime(self.path, self.provider, max(1, self.threads // k)) for _ in range(k)]
+        return self._workers[k]
 
     def allocate(self, batch: int) -> None:
         self.cache = [np.zeros((batch, *s), dtype=np.float32) for s in self.cache_shapes]
