@@ -3,7 +3,7 @@ import pytest
 from rsir_trt.build import build_engine
 from rsir_trt.data.dataset import SequenceData
 from rsir_trt.errors import RsirError
-from rsir_trt.generate import GenConfig, generate
+from rsir_trt.generate import GenConfig, generate, make_plan
 from rsir_trt.runtime import open_runtime
 
 
@@ -76,9 +76,20 @@ def test_independent_of_the_number_of_workers(settings, engines, ml100k):
         assert many.synthetic.seed_user == one.synthetic.seed_user
         assert many.stats["stop_reasons"] == one.stats["stop_reasons"]
     tiny = subset(ml100k, 2)  # fewer trajectories than workers: as many shards as there are
-    assert as_bytes(run(onnx, "onnxruntime", tiny, m=1, workers=8)) == as_bytes(run(onnx, "onnxruntime", tiny, m=1, workers=1))
+    capped = run(onnx, "onnxruntime", tiny, m=1, workers=8)
+    assert capped.stats["workers"] == 2
+    assert as_bytes(capped) == as_bytes(run(onnx, "onnxruntime", tiny, m=1, workers=1))
     with pytest.raises(RsirError, match="--workers 2: the torch runtime runs one worker"):
         run(ckpt, "torch", ml100k, workers=2)
+
+
+def test_shards_are_cut_between_seeds(ml100k):
+    plan = make_plan(subset(ml100k, 10), GenConfig(m=3), 50)   # 30 trajectories, 3 per seed
+    assert plan.cuts(1) == [0, 30]
+    assert plan.cuts(4) == [0, 6, 15, 21, 30]                  # 7.5 per shard, moved back to a seed's start
+    assert plan.cuts(30) == list(range(0, 31, 3))              # never more shards than seeds
+    part = plan.shard(6, 15)
+    assert part.seed_of.tolist() == [2, 2, 2, 3, 3, 3, 4, 4, 4] and (part.u_pool == plan.u_pool[6:15]).all()
 
 
 def test_a_seeds_trajectories_share_engine_rows_until_they_diverge(engines, ml100k):
