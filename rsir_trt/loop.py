@@ -107,7 +107,7 @@ class Run:
         c = self.cfg
         return ModelConfig(kind=kind, num_items=self.base.num_items, max_len=c.max_len, dim=c.dim,
                            layers=c.layers, heads=c.heads, dropout=c.dropout, attn_dropout=c.dropout,
-                           layout=c.layout if kind == "sasrec" else "recbole")
+                           layout=c.layout if kind == "sasrec" else LAYOUTS[0])  # GRU4Rec has no layout
 
     # --- steps -------------------------------------------------------------------
     def train_step(self, k: int, kind: str, data: SequenceData) -> None:
