@@ -24,7 +24,7 @@ import rsir_trt.wide_matmul as wide_matmul
 from rsir_trt.data import open_dataset
 from rsir_trt.models import ModelConfig, create_model
 from rsir_trt.system import keep_freed_memory
-from rsir_trt.train import TrainConfig, batches, next_item_loss
+from rsir_trt.train import BATCHINGS, TrainConfig, batches, next_item_loss
 
 
 def textbook_loss(h, W, t):
@@ -66,6 +66,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--glibc-default", action="store_true")
+    ap.add_argument("--batching", default="length", choices=BATCHINGS,
+                    help="which batches to time (the README's table: length, the default until 2026-11-24)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if not args.glibc_default:
@@ -74,7 +76,7 @@ def main() -> None:
     cfg = TrainConfig(loss="ce")
     keep = ModelConfig().max_len + 1  # what train() feeds the model
     seqs = [s[-keep:] for s in data.training_set() if len(s) >= 2]
-    chosen = list(batches(seqs, cfg.batch_size, torch.Generator().manual_seed(0)))[: args.batches]
+    chosen = list(batches(seqs, cfg.batch_size, torch.Generator().manual_seed(0), args.batching))[: args.batches]
     model = create_model(ModelConfig(num_items=data.num_items), seed=0).eval()
     fused, ranks, block = train_mod.full_softmax_ce, evaluate_mod.target_ranks, wide_matmul.BLOCK
     one_call = 10**9  # wide_matmul.BLOCK this large: all-item scores in one matmul

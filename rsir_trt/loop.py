@@ -209,8 +209,11 @@ class Run:
 
 def read_config(path: Path) -> LoopConfig:
     try:
-        return LoopConfig(**json.loads(path.read_text()))
-    except (ValueError, TypeError) as e:
+        raw = json.loads(path.read_text())
+        if isinstance(raw.get("train"), dict):
+            raw["train"].setdefault("batching", "length")  # runs started before --batching existed
+        return LoopConfig(**raw)
+    except (ValueError, TypeError, AttributeError) as e:
         raise RsirError(f"{path}: not a loop config ({e})") from None
 
 

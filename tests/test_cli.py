@@ -49,6 +49,7 @@ CASES = [
     ("train-diverges", "train --lr 1000 --dropout 0 --epochs 3 --out {o}", r"training diverged in epoch 1 \(loss nan\); lower --lr"),
     ("train-maxlen", "train --max-len 2 --out {o}", r"--max-len must be at least 3"),
     ("train-layout", "train --layout pre --out {o}", r"--layout: 'pre' is not one of recbole, kang"),
+    ("train-batching", "train --batching sorted --out {o}", r"--batching: 'sorted' is not one of random, length"),
     ("train-layout-gru", "train --model gru4rec --layout kang --out {o}", r"--layout kang applies to SASRec only"),
     ("export-extra-missing", "data export-recbole --extra {d}/nope.txt --out {o}", r"nope.txt: no such file"),
     ("train-out-missing-dir", "train --out {d}/no/such/dir", r"parent directory .* does not exist"),
@@ -91,6 +92,7 @@ CASES = [
     ("loop-weight-decay", "loop --weight-decay -0.5 --out {o}", r"--weight-decay must be >= 0"),
     ("loop-backend", "loop --backend tvm --out {o}", r"--backend: 'tvm'"),
     ("loop-layout", "loop --layout pre --out {o}", r"--layout: 'pre' is not one of recbole, kang"),
+    ("loop-batching", "loop --batching bucket --out {o}", r"--batching: 'bucket' is not one of random, length"),
     ("loop-resume-nothing", "loop --resume --out {o}", r"nothing to resume"),
     ("loop-out-dir", "loop --out {d}/no/dir/run", r"directory .* does not exist"),
 ]

@@ -99,14 +99,27 @@ def test_branch_from_a_corrupt_run_is_one_error_line(tmp_path):
     assert "not a loop config" in r.stderr and not (tmp_path / "new").exists()
 
 
-def test_stop_early_ends_the_loop_when_validation_stops_improving(reference_run, tmp_path):
-    # same settings as the reference run, whose iteration 1 scores below iteration 0 on validation
+def test_stop_early_ends_the_loop_when_validation_stops_improving(tmp_path):
+    # length batches: with these settings iteration 1 scores below iteration 0 on validation
     run = tmp_path / "stop"
     args = [("3" if a == "1" and ARGS[i - 1] == "--iterations" else a) for i, a in enumerate(ARGS)]
-    r = cli([*args, "--stop-early", "--out", str(run), "--branch-from", str(reference_run)])
+    r = cli([*args, "--batching", "length", "--stop-early", "--out", str(run)])
     assert r.returncode == 0, r.stderr
     report = json.loads((run / "report.json").read_text())
     valid = [x["valid"]["ndcg@20"] for x in report["iterations"]]
     assert len(valid) == 2 and valid[1] <= valid[0]           # stopped after iteration 1 of 3
     assert report["selected_iteration"] == 0
     assert not (run / "iter1" / "engine.onnx").exists()        # nothing generated from the worse model
+
+
+def test_a_run_from_before_batching_existed_resumes_only_with_length_batches(reference_run, tmp_path):
+    import shutil
+    run = tmp_path / "old"
+    shutil.copytree(reference_run, run)
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["train"].pop("batching") == "random"                # the default now
+    (run / "config.json").write_text(json.dumps(cfg))              # as written before the option
+    r = cli([*ARGS, "--out", str(run), "--resume"])
+    assert r.returncode == 2 and "different settings (train)" in r.stderr, r.stderr
+    r = cli([*ARGS, "--out", str(run), "--resume", "--batching", "length"])
+    assert r.returncode == 0, r.stderr

@@ -2,7 +2,9 @@ import pytest
 import torch
 
 from rsir_trt.models import ModelConfig, create_model
-from rsir_trt.train import TrainConfig, next_item_loss
+import numpy as np
+
+from rsir_trt.train import TrainConfig, batches, next_item_loss
 
 
 @pytest.mark.parametrize("loss", ["sampled", "ce"])
@@ -24,3 +26,32 @@ def test_loss_gradients_are_bit_reproducible_on_two_threads(loss):
             assert all(torch.equal(a, b) for a, b in zip(grads[0], other))
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("batching", ["random", "length"])
+def test_every_sequence_is_in_exactly_one_batch_and_the_order_follows_the_seed(batching):
+    rng = np.random.default_rng(0)
+    seqs = [np.arange(1, int(n) + 1) * 1000 + i for i, n in enumerate(rng.integers(2, 40, 1000))]
+
+    def run(seed):
+        out = []
+        for batch in batches(seqs, 32, torch.Generator().manual_seed(seed), batching):
+            out.append([int(row[row > 0][0]) % 1000 for row in batch])   # each row's sequence index
+        return out
+
+    first = run(0)
+    assert sorted(i for b in first for i in b) == list(range(1000))
+    assert run(0) == first and run(1) != first
+    # Each batch is padded to its own longest row.
+    assert all(b.shape[1] == max(len(seqs[i]) for i in ids)
+               for b, ids in zip(batches(seqs, 32, torch.Generator().manual_seed(0), batching), first))
+
+
+def test_random_batches_mix_lengths_and_length_batches_group_them():
+    seqs = [np.arange(1, n + 1) for n in np.random.default_rng(1).integers(2, 50, 3200)]
+
+    def spread(batching):   # mean range of lengths inside a batch
+        return np.mean([float(((b > 0).sum(1).max() - (b > 0).sum(1).min()))
+                        for b in batches(seqs, 64, torch.Generator().manual_seed(0), batching)])
+
+    assert spread("random") > 30 and spread("length") < 3

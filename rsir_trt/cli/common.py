@@ -19,6 +19,8 @@ MaxLenOpt = typer.Option(50, "--max-len", help="Keep each user's last N items; a
 KcoreOpt = typer.Option(0, "--kcore", help="Iterative k-core filter (0 = off).")
 LayoutOpt = typer.Option("recbole", "--layout", help="SASRec block layout: recbole (post-LN) | kang (the "
                          "original code's: pre-LN, embeddings x sqrt(d), a final LayerNorm).")
+BatchingOpt = typer.Option("random", "--batching", help="random | length (batches of similar lengths: "
+                           "less padding, lower accuracy; the default before 2026-11-24).")
 
 
 def metrics_table(title: str, rows: dict[str, dict], keys=("recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr")) -> Table:

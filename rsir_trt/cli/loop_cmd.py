@@ -14,7 +14,7 @@ from ..generate import GenConfig
 from ..loop import LoopConfig, Run, start_run
 from ..report import markdown
 from ..train import TrainConfig
-from .common import DataOpt, LayoutOpt, console
+from .common import BatchingOpt, DataOpt, LayoutOpt, console
 
 
 def loop_cmd(
@@ -35,6 +35,7 @@ def loop_cmd(
     lr: float = typer.Option(2e-3, "--lr"),
     weight_decay: float = typer.Option(0.0, "--weight-decay", help="Adam's L2 penalty."),
     batch_size: int = typer.Option(128, "--batch-size"),
+    batching: str = BatchingOpt,
     epochs: int = typer.Option(50, "--epochs", help="Per model; the loop trains K+1 of them."),
     patience: int = typer.Option(5, "--patience"),
     loss: str = typer.Option("sampled", "--loss", help="sampled: 256 uniform negatives, the paper's protocol | ce: full softmax, a stronger baseline that RSIR did not improve here."),
@@ -51,7 +52,8 @@ def loop_cmd(
     cfg = LoopConfig(data=data, iterations=iterations, teacher=teacher, student=student or teacher,
                      finetune=finetune, stop_early=stop_early, backend=backend, max_len=max_len, dim=dim,
                      dropout=dropout, layout=layout, seed=seed,
-                     train=TrainConfig(loss=loss, lr=lr, weight_decay=weight_decay, batch_size=batch_size, epochs=epochs, patience=patience).__dict__,
+                     train=TrainConfig(loss=loss, lr=lr, weight_decay=weight_decay, batch_size=batch_size, epochs=epochs, patience=patience,
+                                         batching=batching).__dict__,
                      gen=GenConfig(tau=tau, p=p, m=m, max_len=max_len, keep_failing=keep_failing,
                                    sample_topk=sample_topk, synthetic_seeds=synthetic_seeds,
                                    batch_size=gen_batch).__dict__)

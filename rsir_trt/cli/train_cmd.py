@@ -13,7 +13,7 @@ from ..data import open_dataset
 from ..evaluate import evaluate
 from ..models import ModelConfig, create_model
 from ..train import TrainConfig, train
-from .common import DataOpt, FormatOpt, KcoreOpt, LayoutOpt, MaxLenOpt, console, metrics_table, out_dir
+from .common import BatchingOpt, DataOpt, FormatOpt, KcoreOpt, LayoutOpt, MaxLenOpt, console, metrics_table, out_dir
 
 
 def fit(model, data, cfg: TrainConfig, title: str, quiet: bool = False):
@@ -48,6 +48,7 @@ def train_cmd(
     lr: float = typer.Option(2e-3, "--lr"),
     weight_decay: float = typer.Option(0.0, "--weight-decay", help="Adam's L2 penalty."),
     batch_size: int = typer.Option(128, "--batch-size"),
+    batching: str = BatchingOpt,
     epochs: int = typer.Option(200, "--epochs"),
     patience: int = typer.Option(10, "--patience"),
     seed: int = typer.Option(0, "--seed"),
@@ -55,7 +56,7 @@ def train_cmd(
     """Train a sequential recommender; keeps the best-validation checkpoint, reports test."""
     ds = open_dataset(data, fmt, max_len=max_len, k_core=kcore)
     cfg = TrainConfig(loss=loss, negatives=negatives, lr=lr, weight_decay=weight_decay, batch_size=batch_size, epochs=epochs,
-                      patience=patience, seed=seed)
+                      patience=patience, seed=seed, batching=batching)
     mcfg = ModelConfig(kind=model, num_items=ds.num_items, max_len=max_len, dim=dim, layers=layers,
                        heads=heads, ffn_mult=ffn_mult, dropout=dropout, attn_dropout=dropout, layout=layout)
     net = create_model(mcfg, seed=seed)  # bad model settings fail before --out is created
