@@ -20,6 +20,7 @@ from .system import configure_cpu
 
 
 BATCHINGS = ("random", "length")
+ENCODE_PARTS = 4   # a random batch is encoded in this many groups of similar length
 
 
 @dataclass
@@ -90,11 +91,40 @@ def batches(seqs: list[np.ndarray], batch_size: int, gen: torch.Generator, batch
         yield pad([seqs[i] for i in groups[j]])
 
 
+def halving(n: int, parts: int) -> list[int]:
+    """Group sizes n/2, n/4, ... (the last takes the rest): the long tail of lengths gets
+    the small groups. Sports, random batches of 128: the encoder sees 1.7x the real
+    positions in 4 groups, 6.8x in one call (length batches: 1.1x)."""
+    sizes = []
+    while len(sizes) < parts - 1 and n - sum(sizes) > 1:
+        sizes.append((n - sum(sizes) + 1) // 2)
+    return sizes + [n - sum(sizes)]
+
+
+def encode_real(model, inputs: torch.Tensor, targets: torch.Tensor, parts: int):
+    """Hidden states and targets at the real positions, [N, D] and [N].
+
+    With parts > 1 the rows are encoded in that many groups of similar length, each cut
+    to its own longest row: the encoders are causal and the rows right-padded, so the
+    cut changes nothing, and a random batch (mixed lengths) then costs about what a
+    length-sorted one does. Rows come out in length order; the losses are means."""
+    if parts == 1:
+        return model.encode(inputs)[targets > 0], targets[targets > 0]
+    lengths = (targets > 0).sum(1)
+    hs, ts = [], []
+    for rows in torch.argsort(lengths, stable=True).split(halving(len(inputs), parts)):
+        if len(rows):
+            cut = int(lengths[rows].max())
+            x, t = inputs[rows, :cut], targets[rows, :cut]
+            hs.append(model.encode(x)[t > 0])
+            ts.append(t[t > 0])
+    return torch.cat(hs), torch.cat(ts)
+
+
 def next_item_loss(model, batch: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
-    inputs, targets = batch[:, :-1], batch[:, 1:]
-    real = targets > 0
-    h = model.encode(inputs)[real]                 # [N, D]: only real positions
-    t = targets[real]
+    # length batches are encoded whole, as before random batches existed (bit-identical runs)
+    parts = ENCODE_PARTS if cfg.batching == "random" else 1
+    h, t = encode_real(model, batch[:, :-1], batch[:, 1:], parts)   # only real positions
     W = model.item_weight
     if cfg.loss == "ce":
         return full_softmax_ce(h, W, t)

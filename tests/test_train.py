@@ -4,7 +4,8 @@ import torch
 from rsir_trt.models import ModelConfig, create_model
 import numpy as np
 
-from rsir_trt.train import TrainConfig, batches, next_item_loss
+import rsir_trt.train as train_mod
+from rsir_trt.train import TrainConfig, batches, halving, next_item_loss
 
 
 @pytest.mark.parametrize("loss", ["sampled", "ce"])
@@ -55,3 +56,29 @@ def test_random_batches_mix_lengths_and_length_batches_group_them():
                         for b in batches(seqs, 64, torch.Generator().manual_seed(0), batching)])
 
     assert spread("random") > 30 and spread("length") < 3
+
+
+@pytest.mark.parametrize("kind,layout", [("sasrec", "recbole"), ("sasrec", "kang"), ("gru4rec", "recbole")])
+@pytest.mark.parametrize("loss", ["ce", "sampled"])
+def test_encoding_a_random_batch_in_length_groups_changes_nothing(kind, layout, loss, monkeypatch):
+    # Without dropout, one call over the whole padded batch and the length groups give
+    # the same loss and gradients (to float rounding): trailing padding is never seen.
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(1, 300, int(n)) for n in rng.integers(2, 51, 100)]
+    batch = next(batches(seqs, 100, torch.Generator().manual_seed(0)))
+    results = []
+    for parts in (1, train_mod.ENCODE_PARTS):
+        monkeypatch.setattr(train_mod, "ENCODE_PARTS", parts)
+        model = create_model(ModelConfig(kind=kind, num_items=300, dropout=0.0, attn_dropout=0.0, layout=layout), seed=0)
+        value = next_item_loss(model, batch, TrainConfig(loss=loss), torch.Generator().manual_seed(1))
+        value.backward()
+        results.append((value.item(), [p.grad for p in model.parameters()]))
+    assert train_mod.ENCODE_PARTS > 1
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(results[0][1], results[1][1]))
+
+
+def test_halving_groups_cover_the_batch():
+    assert halving(128, 4) == [64, 32, 16, 16]
+    assert halving(128, 1) == [128] and halving(1, 4) == [1] and halving(3, 4) == [2, 1]
+    assert all(sum(halving(n, p)) == n and min(halving(n, p)) >= 1 for n in range(1, 200) for p in range(1, 7))
