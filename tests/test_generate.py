@@ -40,7 +40,7 @@ def test_all_runtimes_produce_the_same_dataset(kind, settings, engines, ml100k):
     data = subset(ml100k, 120)
     cfg = dict(m=3, seed=7, batch_size=50, **settings)
     ref = run(ckpt, "reference", data, **cfg)
-    assert ref.stats["kept"] > 10
+    assert ref.stats["kept"] >= 5     # something to compare (tau=3 keeps about ten of 360)
     assert as_bytes(run(onnx, "onnxruntime", data, **cfg)) == as_bytes(ref)
     assert as_bytes(run(ckpt, "torch", data, **cfg)) == as_bytes(ref)
     assert run(onnx, "onnxruntime", data, **cfg).stats["stop_reasons"] == ref.stats["stop_reasons"]
