@@ -95,10 +95,11 @@ def halving(n: int, parts: int) -> list[int]:
     """Group sizes n/2, n/4, ... (the last takes the rest): the long tail of lengths gets
     the small groups. Sports, random batches of 128: the encoder sees 1.7x the real
     positions in 4 groups, 6.8x in one call (length batches: 1.1x)."""
-    sizes = []
-    while len(sizes) < parts - 1 and n - sum(sizes) > 1:
-        sizes.append((n - sum(sizes) + 1) // 2)
-    return sizes + [n - sum(sizes)]
+    sizes, rest = [], n
+    while len(sizes) < parts - 1 and rest > 1:
+        sizes.append((rest + 1) // 2)
+        rest -= sizes[-1]
+    return sizes + [rest]
 
 
 def encode_real(model, inputs: torch.Tensor, targets: torch.Tensor, parts: int):
