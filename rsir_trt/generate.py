@@ -220,11 +220,15 @@ def run_policy(runtime, plan: Plan, cfg: GenConfig, capacity: int, ended) -> tup
     rows = PrefixRows(runtime, plan, min(capacity, N), runtime.meta.max_len, share=cfg.share_rows)
 
     def close(sel: np.ndarray, why: int, drop_last: np.ndarray | None = None) -> None:
-        for j in np.flatnonzero(sel):
-            r, t = rows.row[j], rows.tid[j]
-            k = rows.length[r] - (1 if drop_last is not None and drop_last[j] else 0)
-            trajectories[t] = rows.traj[r, :k].copy()
-            reasons[t] = why
+        j = np.flatnonzero(sel)
+        if not len(j):
+            return
+        r, t = rows.row[j], rows.tid[j]
+        k = rows.length[r] - (drop_last[j] if drop_last is not None else 0)
+        block = rows.traj[r, : k.max()]   # one copy; each trajectory keeps a view of its row
+        for tt, seq, kk in zip(t.tolist(), block, k.tolist()):
+            trajectories[tt] = seq[:kk]
+        reasons[t] = why
 
     rows.admit()
     while len(rows.tid):

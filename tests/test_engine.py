@@ -185,3 +185,33 @@ def test_fidelity_statistic_equals_the_rank_definition():
         scores[list(used)] = float("-inf")
         assert scores[best[b]] == scores.max() and best[b].item() not in used
         assert best_seed[b].item() in remaining and logits[b, best_seed[b]] == max(logits[b, j] for j in remaining)
+
+
+def test_blocked_argmax_and_pad_columns_change_nothing():
+    """The engine pads the logits to a multiple of BLOCK with zero-weight columns and
+    takes the argmax in two levels: every head output equals the unpadded one-level head."""
+    from rsir_trt.step import BLOCK, first_argmax, rsir_head
+    g = torch.Generator().manual_seed(1)
+    B, V, S = 64, 300, 12
+    logits = torch.randn(B, V, generator=g).round(decimals=1)    # exact ties across blocks
+    logits[:8] -= 10.0                                           # rows whose seed items all score < 0
+    seeds = torch.randint(1, V, (B, S), generator=g)
+    traj = torch.zeros(B, S, dtype=torch.long)
+    traj[:, :4] = seeds[:, :4]
+    traj[-1] = torch.arange(1, S + 1)
+    logits[10, [250, 50]] = 9.0                                  # a tie across blocks: 50 wins
+    logits[11, [140, 130]] = 9.0                                 # a tie inside one: 130 wins
+    n_pad = -V % BLOCK
+    padded = torch.cat([logits, torch.zeros(B, n_pad)], dim=1)
+    blocked = padded.clone()
+    blocked[:, V:] = float("-inf")
+    assert first_argmax(blocked).tolist() == blocked.argmax(dim=1).tolist()
+    assert first_argmax(blocked)[10:12].tolist() == [50, 130]
+    assert padded.shape[1] % BLOCK == 0 and n_pad > 0
+    want = rsir_head(logits, seeds, traj, topk=5)
+    got = rsir_head(padded, seeds, traj, topk=5, n_pad=n_pad)
+    for w, o in zip(want[:3] + want[4:], got[:3] + got[4:]):    # all but the top-k ids
+        assert torch.equal(w, o)
+    ids = got[3]                        # ties may come in another order; never a pad column
+    assert (ids < V).all() and torch.equal(padded.gather(1, ids), got[4])
+    assert (want[0][:8] >= 0).all()     # the fidelity counts there would include the pads if uncorrected
