@@ -27,7 +27,6 @@ from torch import nn
 from .engine_meta import HEAD_OUTPUTS, SAMPLING_OUTPUTS
 
 
-
 BLOCK = 128   # logits columns are padded to a multiple of this (see first_argmax)
 
 
@@ -51,9 +50,9 @@ def rsir_head(logits: torch.Tensor, seed_items: torch.Tensor, traj: torch.Tensor
     # the logits matmul, so there are four (scatter, compare, sum, block maxima), the
     # count is summed in float32 (int64 ReduceSum was 38% of the step; float32 counts are
     # exact below 2^24) and no B x V slice or concat is made.
-    neg_inf = torch.tensor(float("-inf"), dtype=logits.dtype)
+    neg_inf = torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device)
     B, width = logits.shape
-    pad_ids = torch.arange(width - n_pad, width, dtype=traj.dtype).expand(B, n_pad)
+    pad_ids = torch.arange(width - n_pad, width, dtype=traj.dtype, device=traj.device).expand(B, n_pad)
     used = torch.cat([torch.zeros_like(traj[:, :1]), traj, pad_ids], dim=1)   # padding (0), used items, pad columns
     masked = logits.scatter(1, used, neg_inf.expand(used.shape))
     seed_scores = masked.gather(1, seed_items)                          # padding/used seeds -> -inf
