@@ -214,4 +214,6 @@ def test_blocked_argmax_and_pad_columns_change_nothing():
         assert torch.equal(w, o)
     ids = got[3]                        # ties may come in another order; never a pad column
     assert (ids < V).all() and torch.equal(padded.gather(1, ids), got[4])
-    assert (want[0][:8] >= 0).all()     # the fidelity counts there would include the pads if uncorrected
+    # where M < 0 the pads' 0.0 logits rank above it: read as real items they would count
+    as_real = rsir_head(padded, seeds, traj)[0]
+    assert (as_real[:8] - want[0][:8] == n_pad).all() and (want[0][:8] >= 0).all()
