@@ -38,12 +38,14 @@ def loop_cmd(
     batching: str = BatchingOpt,
     epochs: int = typer.Option(50, "--epochs", help="Per model; the loop trains K+1 of them."),
     patience: int = typer.Option(5, "--patience"),
-    loss: str = typer.Option("sampled", "--loss", help="sampled: 256 uniform negatives, the paper's protocol | ce: full softmax, a stronger baseline that RSIR did not improve here."),
+    loss: str = typer.Option("sampled", "--loss", help="sampled: 256 uniform negatives, the paper's protocol | ce: full softmax, a stronger baseline (RSIR helped it less here)."),
     tau: int = typer.Option(10, "--tau", help="Fidelity rank threshold (vocabulary size = no check)."),
     p: float = typer.Option(0.5, "--p"),
     m: int = typer.Option(5, "--m"),
     keep_failing: bool = typer.Option(False, "--keep-failing"),
+    start: str = typer.Option("first", "--start", help="first | prefix (a random proper prefix of the seed)."),
     sample_topk: int = typer.Option(0, "--sample-topk"),
+    temperature: float = typer.Option(1.0, "--temperature"),
     synthetic_seeds: bool = typer.Option(False, "--synthetic-seeds", help="Also seed from synthetic rows already in D_k."),
     gen_batch: int = typer.Option(1024, "--gen-batch", help="Generation: trajectories in flight (engine rows <= this)."),
     seed: int = typer.Option(0, "--seed"),
@@ -54,8 +56,8 @@ def loop_cmd(
                      dropout=dropout, layout=layout, seed=seed,
                      train=TrainConfig(loss=loss, lr=lr, weight_decay=weight_decay, batch_size=batch_size, epochs=epochs, patience=patience,
                                          batching=batching).__dict__,
-                     gen=GenConfig(tau=tau, p=p, m=m, max_len=max_len, keep_failing=keep_failing,
-                                   sample_topk=sample_topk, synthetic_seeds=synthetic_seeds,
+                     gen=GenConfig(tau=tau, p=p, m=m, max_len=max_len, keep_failing=keep_failing, start=start,
+                                   sample_topk=sample_topk, temperature=temperature, synthetic_seeds=synthetic_seeds,
                                    batch_size=gen_batch).__dict__)
     if backend not in ("onnxruntime", "tensorrt", "torch", "reference"):
         raise RsirError(f"--backend: {backend!r} is not one of onnxruntime, tensorrt, torch, reference")
