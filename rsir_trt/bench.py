@@ -7,7 +7,6 @@ of it. Generation benchmark: a whole `generate` run (sequences/s, items/s) on th
 seeds for every runtime."""
 from __future__ import annotations
 
-import platform
 import resource
 import tempfile
 import time
@@ -20,7 +19,7 @@ import torch
 from .data.dataset import SequenceData
 from .engine_meta import EngineMeta
 from .generate import GenConfig, Plan, generate
-from .system import configure_cpu
+from .system import configure_cpu, machine
 from .wide_matmul import all_item_scores
 
 RUNTIMES = ("reference", "torch", "onnxruntime", "tensorrt")
@@ -139,9 +138,8 @@ def run_bench(model, data: SequenceData | None, runtimes: list[str], batches: li
     c = model.config
     V, S, d = c.num_items, c.max_len, c.dim
     rng = np.random.default_rng(seed)
-    settings = {"V": V, "S_max": S, "d": d, "layers": c.layers, "heads": c.heads, "model": c.kind,
-                "dtype": "fp32", "threads": threads, "device": device, "cpu": platform.processor() or platform.machine(),
-                "torch": torch.__version__}
+    settings = {**machine(), "V": V, "S_max": S, "d": d, "layers": c.layers, "heads": c.heads, "model": c.kind,
+                "dtype": "fp32", "threads": threads, "device": device}
     with tempfile.TemporaryDirectory() as tmp:
         rts = make_runtimes(model, runtimes, Path(tmp), device, threads)
         settings["providers"] = {n: (r.describe() if not isinstance(r, str) else r) for n, r in rts.items()}

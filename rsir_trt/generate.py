@@ -16,6 +16,7 @@ import numpy as np
 from .data import SequenceData, Synthetic
 from .errors import RsirError
 from .prefix_rows import PrefixRows
+from .system import machine
 
 STOP_REASONS = ("fidelity", "no_remaining", "empty_pool", "max_len")
 
@@ -163,7 +164,7 @@ def finish(data: SequenceData, cfg: GenConfig, plan: Plan, trajectories: list, r
         "density_after_pct": round(100 * (real + new) / ((n_users + len(out)) * n_items), 4),
         "seconds": round(seconds, 3), "sequences_per_s": round(plan.n / max(seconds, 1e-9), 1),
         "items_per_s": round(generated / max(seconds, 1e-9), 1),
-        "config": asdict(cfg), "runtime": runtime,
+        "config": asdict(cfg), "runtime": runtime, "machine": machine(),
     }
     return GenResult(out, stats)
 

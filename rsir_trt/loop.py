@@ -6,7 +6,8 @@
     iter_k/synthetic.npz    accepted sequences, internal ids       (k < K)
     iter_k/synthetic.txt    the same in the user's ids (+ .provenance.tsv)
     iter_k/train_augmented.txt   D_{k+1}: real training prefixes + all synthetic rows
-    state.json              steps finished, written after each step's outputs are complete
+    state.json              steps finished, written after each step's outputs are complete,
+                            and the machine that ran the last of them
     report.json, report.md, metrics.png
 
 Every step is deterministic given the config, so a killed run resumed with `resume`
@@ -28,6 +29,7 @@ from .evaluate import evaluate
 from .generate import GenConfig, generate
 from .models import LAYOUTS, ModelConfig, create_model
 from .report import SELECT_BY
+from .system import machine, machine_change
 from .train import TrainConfig, train
 
 
@@ -82,11 +84,24 @@ class Run:
         self.root, self.cfg, self.base, self.log, self.progress = Path(root), cfg, data, log, progress
         self.state_path = self.root / "state.json"
         self.done: list[str] = finished_steps(self.root)
+        self.machine = machine()
 
     # --- bookkeeping -------------------------------------------------------------
     def mark(self, step: str) -> None:
         self.done.append(step)
-        write_json(self.state_path, {"done": self.done})
+        write_json(self.state_path, {"done": self.done, "machine": self.machine})
+
+    def warn_if_other_machine(self) -> None:
+        """Resuming elsewhere works, but the remaining steps will not repeat an uninterrupted
+        run's bits: torch's kernels round differently on another instruction set, thread
+        count or version (measured: one Beauty epoch on AVX512 vs AVX2 kernels)."""
+        if not self.state_path.exists():
+            return
+        before = json.loads(self.state_path.read_text()).get("machine")
+        change = machine_change(before, self.machine) if before else ""
+        if change:
+            self.log(f"warning: {self.root} was last run on another machine or setup ({change}); "
+                     "the remaining steps will not be bit-identical to an uninterrupted run")
 
     def it(self, k: int) -> Path:
         d = self.root / f"iter{k}"
@@ -133,7 +148,7 @@ class Run:
                    {"valid": result.valid, "test": test, "best_epoch": result.best_epoch,
                     "epochs_run": result.epochs_run, "train_seconds": round(result.seconds, 1),
                     "train_sequences": len(train_set),
-                    "train_interactions": int(sum(len(s) for s in train_set))})
+                    "train_interactions": int(sum(len(s) for s in train_set)), "machine": self.machine})
         self.mark(step)
 
     def export_step(self, k: int) -> None:
@@ -184,6 +199,7 @@ class Run:
     # --- the recursion -----------------------------------------------------------
     def run(self) -> dict:
         c = self.cfg
+        self.warn_if_other_machine()
         kinds = list(dict.fromkeys([c.teacher, c.student]))
         best = -1.0
         for k in range(c.iterations + 1):
@@ -241,7 +257,8 @@ def branch(root: Path, source: Path, kinds: list[str]) -> None:
         for name in (f"{kind}.pt", f"metrics-{kind}.json"):
             with atomic_path(root / "iter0" / name) as tmp:
                 shutil.copyfile(source / "iter0" / name, tmp)
-    write_json(root / "state.json", {"done": [f"iter0/train-{k}" for k in kinds]})
+    trained_on = json.loads((source / "iter0" / f"metrics-{kinds[-1]}.json").read_text()).get("machine")
+    write_json(root / "state.json", {"done": [f"iter0/train-{k}" for k in kinds], "machine": trained_on})
 
 
 def start_run(root: Path, cfg: LoopConfig, resume: bool, branch_from: Path | None = None) -> None:

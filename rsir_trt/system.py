@@ -1,5 +1,7 @@
 """How many threads to use: the cores this process may run on, or RSIR_THREADS.
 
+Also what identifies the machine behind a result (machine()).
+
 Oversubscribed OpenMP threads are catastrophic on 2 cores (measured: each torch op
 8 ms instead of 0.1 ms while another process held both cores), so jobs running side
 by side should split the cores with RSIR_THREADS."""
@@ -41,3 +43,50 @@ def configure_cpu() -> int:
     torch.set_num_threads(n)
     keep_freed_memory()
     return n
+
+
+# Environment variables that pin which kernels (and so which float roundings) run.
+KERNEL_PINS = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")
+
+
+def cpu_model() -> str:
+    """/proc/cpuinfo's model name with its family and model numbers (VMs often report only
+    a brand, e.g. "AMD EPYC"); the platform's processor string elsewhere."""
+    info = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if not line.strip():
+                    break   # the first processor is enough
+                info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    if "model name" not in info:
+        import platform
+        return platform.processor() or platform.machine()
+    return f"{info['model name']} (family {info.get('cpu family', '?')} model {info.get('model', '?')})"
+
+
+def machine() -> dict:
+    """What decides the float results besides the code and seed: the CPU and the kernel
+    path torch dispatches to on it (AVX2 or AVX512: training on an AVX512 host gives
+    other bits than on an AVX2 one), thread count and library versions."""
+    import torch
+    d = {"cpu": cpu_model(), "torch_isa": torch.backends.cpu.get_cpu_capability(), "threads": cpu_threads(),
+         "torch": torch.__version__}
+    try:
+        import onnxruntime
+        d["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    pins = {k: os.environ[k] for k in KERNEL_PINS if k in os.environ}
+    if pins:
+        d["pins"] = pins
+    return d
+
+
+def machine_change(before: dict, now: dict) -> str:
+    """'' if the results would be computed the same way, else what differs (for a warning)."""
+    keys = sorted(set(before) | set(now))
+    return ", ".join(f"{k} {before.get(k)} -> {now.get(k)}" for k in keys if before.get(k) != now.get(k))

@@ -150,6 +150,7 @@ def test_bench_runs_and_writes_json_and_plot(tmp_path, capsys):
                  "--gen-seeds", "20", "--out", str(out)]) == 0
     import json
     r = json.loads((out / "bench.json").read_text())
+    assert r["settings"]["torch_isa"] and r["settings"]["cpu"]   # the numbers name their machine
     runtimes = {row["runtime"] for row in r["steps"]}
     assert {"bound (matmul+topk)", "reference", "torch", "onnxruntime"} <= runtimes
     assert all(row["p50_ms"] > 0 and row["p99_ms"] >= row["p50_ms"] for row in r["steps"])

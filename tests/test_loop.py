@@ -123,3 +123,21 @@ def test_a_run_from_before_batching_existed_resumes_only_with_length_batches(ref
     assert r.returncode == 2 and "different settings (train)" in r.stderr, r.stderr
     r = cli([*ARGS, "--out", str(run), "--resume", "--batching", "length"])
     assert r.returncode == 0, r.stderr
+
+
+def test_the_run_records_its_machine_and_a_resume_elsewhere_warns(reference_run, tmp_path):
+    import shutil
+    run = tmp_path / "moved"
+    shutil.copytree(reference_run, run)
+    state = json.loads((run / "state.json").read_text())
+    here = state["machine"]
+    assert here["threads"] == 2 and here["torch_isa"] and here["cpu"]
+    for f in ("iter0/metrics-sasrec.json", "iter1/metrics-sasrec.json", "iter0/generation.json"):
+        assert json.loads((run / f).read_text())["machine"] == here, f
+    same = cli([*ARGS, "--out", str(run), "--resume"])
+    assert same.returncode == 0 and "warning" not in same.stdout, same.stdout
+    state["machine"] = {**here, "torch_isa": "AVX2" if here["torch_isa"] != "AVX2" else "AVX512"}
+    (run / "state.json").write_text(json.dumps(state))
+    moved = cli([*ARGS, "--out", str(run), "--resume"])
+    assert moved.returncode == 0, moved.stderr
+    assert "warning:" in moved.stdout and f"-> {here['torch_isa']}" in moved.stdout, moved.stdout

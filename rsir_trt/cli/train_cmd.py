@@ -12,6 +12,7 @@ from ..atomic import write_json
 from ..data import open_dataset
 from ..evaluate import evaluate
 from ..models import ModelConfig, create_model
+from ..system import machine
 from ..train import TrainConfig, train
 from .common import BatchingOpt, DataOpt, FormatOpt, KcoreOpt, LayoutOpt, MaxLenOpt, console, metrics_table, out_dir
 
@@ -70,7 +71,7 @@ def train_cmd(
                             "epochs_run": result.epochs_run})
     metrics = {"data": ds.stats(), "model": mcfg.to_dict(), "train": cfg.__dict__,
                "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-               "seconds": round(result.seconds, 1), "valid": result.valid, "test": test}
+               "seconds": round(result.seconds, 1), "valid": result.valid, "test": test, "machine": machine()}
     write_json(out / "metrics.json", metrics)
     write_json(out / "history.json", result.history)
     console.print(metrics_table(f"{model} on {ds.name}: best epoch {result.best_epoch} of "
