@@ -257,8 +257,8 @@ def branch(root: Path, source: Path, kinds: list[str]) -> None:
         for name in (f"{kind}.pt", f"metrics-{kind}.json"):
             with atomic_path(root / "iter0" / name) as tmp:
                 shutil.copyfile(source / "iter0" / name, tmp)
-    trained_on = json.loads((source / "iter0" / f"metrics-{kinds[-1]}.json").read_text()).get("machine")
-    write_json(root / "state.json", {"done": [f"iter0/train-{k}" for k in kinds], "machine": trained_on})
+    # no machine recorded: a branch is a new run, not a resumed one (iter0's metrics name theirs)
+    write_json(root / "state.json", {"done": [f"iter0/train-{k}" for k in kinds]})
 
 
 def start_run(root: Path, cfg: LoopConfig, resume: bool, branch_from: Path | None = None) -> None:
