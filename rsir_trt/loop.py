@@ -10,8 +10,9 @@
                             and the machine that ran the last of them
     report.json, report.md, metrics.png
 
-Every step is deterministic given the config, so a killed run resumed with `resume`
-ends with exactly the results of an uninterrupted one."""
+Every step is deterministic given the config and the machine type, so a killed run
+resumed with `resume` on the same kind of machine ends with exactly the results of an
+uninterrupted one (elsewhere it warns: see warn_if_other_machine)."""
 from __future__ import annotations
 
 import json
