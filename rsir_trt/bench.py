@@ -139,7 +139,7 @@ def run_bench(model, data: SequenceData | None, runtimes: list[str], batches: li
     V, S, d = c.num_items, c.max_len, c.dim
     rng = np.random.default_rng(seed)
     settings = {**machine(), "V": V, "S_max": S, "d": d, "layers": c.layers, "heads": c.heads, "model": c.kind,
-                "dtype": "fp32", "threads": threads, "device": device}
+                "dtype": "fp32", "device": device}   # machine() holds the threads
     with tempfile.TemporaryDirectory() as tmp:
         rts = make_runtimes(model, runtimes, Path(tmp), device, threads)
         settings["providers"] = {n: (r.describe() if not isinstance(r, str) else r) for n, r in rts.items()}
