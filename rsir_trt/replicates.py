@@ -1,4 +1,4 @@
-"""One RSIR setting looped over several seeds, summarised per iteration.
+"""One RSIR setting looped over several seeds (side by side), summarised per iteration.
 
 RSIR's gain is a few percent here, about one seed's sd of the baseline, so one loop
 measured against its own iteration 0 can mislead (README, Results): the mean over seeds,
@@ -6,14 +6,78 @@ its sd and each seed's own gain say how much of a gain is the method."""
 from __future__ import annotations
 
 import json
+import os
 import statistics
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from .errors import RsirError
 from .loop import read_config
 from .report import KEYS, SELECT_BY, gain, selected
+from .system import cpu_threads
 
 VARY = ("seed", "iterations", "stop_early", "backend")  # may differ between replicates
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise RsirError(f"--seeds: {text!r} is not a comma-separated list of integers") from None
+    if len(seeds) < 2 or len(set(seeds)) < len(seeds):
+        raise RsirError(f"--seeds: give two or more different seeds, got {text!r}")
+    return seeds
+
+
+def run_seeds(args: list[str], seeds: list[int], root: Path, jobs: int, resume: bool,
+              branch_from: Path | None = None, say=print) -> list[Path]:
+    """One `rsir-trt loop` process per seed into root/seed-S (its log: root/seed-S.log),
+    `jobs` at a time with the cores split between them (RSIR_THREADS): each run is
+    exactly the standalone `RSIR_THREADS=t rsir-trt loop ARGS --seed S --out root/seed-S`.
+    Killed, the runs resume with --resume like any loop. `branch_from` is a root of the
+    same kind: seed S branches from its seed-S run."""
+    threads = max(1, cpu_threads() // jobs)
+    root.mkdir(exist_ok=True)
+    env = dict(os.environ, RSIR_THREADS=str(threads))
+    todo, running, failed = list(seeds), {}, []
+    try:
+        while todo or running:
+            while todo and len(running) < jobs:
+                seed = todo.pop(0)
+                run, log = root / f"seed-{seed}", root / f"seed-{seed}.log"
+                cmd = [sys.executable, "-m", "rsir_trt", "loop", *args, "--seed", str(seed), "--out", str(run)]
+                if resume and (run / "config.json").exists():
+                    cmd.append("--resume")
+                if branch_from is not None:
+                    cmd += ["--branch-from", str(Path(branch_from) / f"seed-{seed}")]
+                with open(log, "a") as f:
+                    running[seed] = (subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env), time.time())
+                say(f"seed {seed}: started, {threads} thread(s), log {log}")
+            time.sleep(0.5)
+            for seed, (proc, t0) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[seed]
+                minutes = f"{(time.time() - t0) / 60:.1f} min"
+                if proc.returncode:
+                    failed.append(f"seed {seed}: {last_line(root / f'seed-{seed}.log')}")
+                    say(f"seed {seed}: failed after {minutes}")
+                else:
+                    say(f"seed {seed}: done in {minutes}")
+    finally:  # Ctrl-C or an error here: stop the children (each resumable)
+        for proc, _ in running.values():
+            proc.terminate()
+            proc.wait()
+    if failed:
+        raise RsirError("; ".join(failed) + f" (logs in {root})")
+    return [root / f"seed-{seed}" for seed in seeds]
+
+
+def last_line(log: Path) -> str:
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1].removeprefix("error: ") if lines else "no output"
 
 
 def load_run(root: Path) -> dict:

@@ -96,6 +96,10 @@ CASES = [
     ("loop-start", "loop --start middle --out {o}", r"--start: 'middle' is not one of first, prefix"),
     ("loop-temperature", "loop --sample-topk 5 --temperature 0 --out {o}", r"--temperature > 0"),
     ("loop-resume-nothing", "loop --resume --out {o}", r"nothing to resume"),
+    ("loop-seeds", "loop --seeds 1,x --out {o}", r"--seeds: '1,x' is not a comma-separated list of integers"),
+    ("loop-seeds-one", "loop --seeds 3 --out {o}", r"--seeds: give two or more different seeds"),
+    ("loop-seeds-jobs", "loop --seeds 1,2 --jobs 0 --out {o}", r"--jobs must be >= 1"),
+    ("loop-seed-and-seeds", "loop --seed 5 --seeds 1,2 --out {o}", r"--seed and --seeds: give one"),
     ("loop-out-dir", "loop --out {d}/no/dir/run", r"directory .* does not exist"),
 ]
 

@@ -10,7 +10,8 @@ import pytest
 
 from rsir_trt.data.catalog import recbole_ml100k
 
-ARGS = ["loop", "--iterations", "1", "--epochs", "2", "--m", "2", "--seed", "3"]
+SEEDLESS = ["loop", "--iterations", "1", "--epochs", "2", "--m", "2"]
+ARGS = [*SEEDLESS, "--seed", "3"]
 KILL_POINTS = ["iter0/train-sasrec:epoch1", "iter0/export", "iter0/generate", "iter0/merge",
                "iter1/train-sasrec:epoch1"]
 
@@ -141,3 +142,25 @@ def test_the_run_records_its_machine_and_a_resume_elsewhere_warns(reference_run,
     moved = cli([*ARGS, "--out", str(run), "--resume"])
     assert moved.returncode == 0, moved.stderr
     assert "warning:" in moved.stdout and f"-> {here['torch_isa']}" in moved.stdout, moved.stdout
+
+
+def test_seeds_run_as_their_standalone_loops_and_are_compared(reference_run, tmp_path):
+    root = tmp_path / "seeds"
+    # RSIR_THREADS=2 and one job: each seed's loop runs at 2 threads, as reference_run did
+    r = cli([*SEEDLESS, "--seeds", "3,4", "--jobs", "1", "--out", str(root)])
+    assert r.returncode == 0, r.stderr
+    assert "seed 3: done" in r.stdout and "seed 4: done" in r.stdout
+    assert fingerprint(root / "seed-3") == fingerprint(reference_run)
+    assert fingerprint(root / "seed-4")[1] != fingerprint(reference_run)[1]
+    summary = json.loads((root / "compare.json").read_text())
+    assert summary["runs"] == [str(root / "seed-3"), str(root / "seed-4")]
+    assert "2 runs" in (root / "compare.md").read_text()
+    again = cli([*SEEDLESS, "--seeds", "3,4", "--out", str(root)])
+    assert again.returncode == 2 and "run directory exists" in again.stderr
+    resumed = cli([*SEEDLESS, "--seeds", "3,4", "--out", str(root), "--resume"])  # both finished: nothing redone
+    assert resumed.returncode == 0, resumed.stderr
+    assert fingerprint(root / "seed-3") == fingerprint(reference_run)
+    assert json.loads((root / "compare.json").read_text()) == summary
+    bad = cli([*SEEDLESS, "--seeds", "3,4", "--tau", "5", "--branch-from", str(tmp_path), "--out", str(tmp_path / "b")])
+    assert bad.returncode == 2 and "seed-3: not a run directory" in bad.stderr
+    assert not (tmp_path / "b").exists()

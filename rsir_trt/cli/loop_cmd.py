@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Optional
 
@@ -11,13 +12,15 @@ from ..atomic import write_json, write_text
 from ..data import open_dataset
 from ..errors import RsirError
 from ..generate import GenConfig
-from ..loop import LoopConfig, Run, start_run
+from ..loop import LoopConfig, Run, branch_kinds, start_run
 from ..report import markdown
+from ..system import cpu_threads
 from ..train import TrainConfig
 from .common import BatchingOpt, DataOpt, LayoutOpt, console
 
 
 def loop_cmd(
+    ctx: typer.Context,
     data: Optional[str] = DataOpt,
     iterations: int = typer.Option(3, "--iterations", "-k"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default runs/loop-<data>)."),
@@ -49,6 +52,10 @@ def loop_cmd(
     synthetic_seeds: bool = typer.Option(False, "--synthetic-seeds", help="Also seed from synthetic rows already in D_k."),
     gen_batch: int = typer.Option(1024, "--gen-batch", help="Generation: trajectories in flight (engine rows <= this)."),
     seed: int = typer.Option(0, "--seed"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated: one loop per seed in OUT/seed-S, "
+                                        "side by side, then their comparison in OUT/compare.md."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", help="With --seeds: loops at a time (default: one per "
+                                       "core, at most one per seed); the cores are split between them."),
 ):
     """The RSIR recursion: train -> build engine -> generate -> merge -> train successor, K times."""
     cfg = LoopConfig(data=data, iterations=iterations, teacher=teacher, student=student or teacher,
@@ -65,6 +72,8 @@ def loop_cmd(
     root = Path(out or f"runs/loop-{ds.name}")
     if not root.parent.is_dir():
         raise RsirError(f"--out {root}: directory {root.parent} does not exist")
+    if seeds is not None:
+        return loop_seeds(ctx, cfg, root, replicates.parse_seeds(seeds), jobs, resume, branch_from)
     start_run(root, cfg, resume, branch_from)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn(), console=console) as bar:
@@ -83,6 +92,44 @@ def loop_cmd(
     console.print(f"\n[bold]{report['title']}[/bold]")
     console.print(markdown(report["iterations"]), soft_wrap=True, highlight=False)
     console.print(f"report: {root / 'report.md'}, plot: {root / 'metrics.png'}")
+
+
+def loop_seeds(ctx, cfg: LoopConfig, root: Path, seeds: list[int], jobs: Optional[int], resume: bool,
+               branch_from: Optional[Path]) -> None:
+    if cfg.seed != 0:
+        raise RsirError("--seed and --seeds: give one of them")
+    if jobs is not None and jobs < 1:
+        raise RsirError(f"--jobs must be >= 1, got {jobs}")
+    cfg.check()
+    for s in seeds if branch_from is not None else []:  # refuse a bad source before starting any
+        branch_kinds(dataclasses.replace(cfg, seed=s), Path(branch_from) / f"seed-{s}")
+    taken = [str(root / f"seed-{s}") for s in seeds if (root / f"seed-{s}" / "config.json").exists()]
+    if taken and not resume:
+        raise RsirError(f"{', '.join(taken)}: run directory exists; pass --resume to continue, or choose another --out")
+    runs = replicates.run_seeds(child_args(ctx), seeds, root, jobs or min(len(seeds), cpu_threads()), resume,
+                                branch_from, say=console.print)
+    summary = replicates.summarise([replicates.load_run(r) for r in runs])
+    text = replicates.markdown(summary)
+    write_text(root / "compare.md", text)
+    write_json(root / "compare.json", summary)
+    console.print(text, soft_wrap=True, highlight=False)
+    console.print(f"comparison: {root / 'compare.md'}; each run's report: {root}/seed-S/report.md")
+
+
+def child_args(ctx: typer.Context) -> list[str]:
+    """This command's options as given or defaulted, for one seed's `loop` process;
+    what differs per seed (out, seed, resume, branch) is added by run_seeds."""
+    args = []
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if param.name in ("out", "seed", "seeds", "jobs", "resume", "branch_from") or value is None:
+            continue
+        flag = max(param.opts, key=len)
+        if getattr(param, "is_flag", False):
+            args += [flag] if value else list(param.secondary_opts[:1])
+        else:
+            args += [flag, str(value)]
+    return args
 
 
 def compare_cmd(
