@@ -108,11 +108,7 @@ def loop_seeds(ctx, cfg: LoopConfig, root: Path, seeds: list[int], jobs: Optiona
         raise RsirError(f"{', '.join(taken)}: run directory exists; pass --resume to continue, or choose another --out")
     runs = replicates.run_seeds(child_args(ctx), seeds, root, jobs or min(len(seeds), cpu_threads()), resume,
                                 branch_from, say=console.print)
-    summary = replicates.summarise([replicates.load_run(r) for r in runs])
-    text = replicates.markdown(summary)
-    write_text(root / "compare.md", text)
-    write_json(root / "compare.json", summary)
-    console.print(text, soft_wrap=True, highlight=False)
+    show_comparison(runs, root / "compare")
     console.print(f"comparison: {root / 'compare.md'}; each run's report: {root}/seed-S/report.md")
 
 
@@ -137,6 +133,11 @@ def compare_cmd(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the table here (.md) and beside it (.json)."),
 ):
     """Mean and sd over seeds per iteration, the gain of the means, and each run's own gain."""
+    show_comparison(runs, out)
+
+
+def show_comparison(runs: list[Path], out: Optional[Path]) -> None:
+    """Print the runs' comparison; with `out`, also write it to out.md and out.json."""
     summary = replicates.summarise([replicates.load_run(r) for r in runs])
     text = replicates.markdown(summary)
     if out:  # the atomic writes refuse a missing or read-only directory, before writing anything
