@@ -1,6 +1,7 @@
 """The RSIR recursion in a run directory, resumable step by step.
 
     iter_k/<model>.pt       f_k trained on D_k (teacher and, if different, student)
+    iter_k/<model>.train-state.pt   while it trains: the state after its last epoch
     iter_k/metrics.json     its validation and test metrics
     iter_k/engine.onnx      the teacher's decode-step engine      (k < K)
     iter_k/synthetic.npz    accepted sequences, internal ids       (k < K)
@@ -128,19 +129,22 @@ class Run:
     # --- steps -------------------------------------------------------------------
     def train_step(self, k: int, kind: str, data: SequenceData) -> None:
         step = f"iter{k}/train-{kind}"
+        snapshot = self.it(k) / f"{kind}.train-state.pt"
         if step in self.done:
+            snapshot.unlink(missing_ok=True)  # killed between marking the step and removing it
             return
         tcfg = TrainConfig(**{**self.cfg.train, "seed": self.cfg.seed + k})
         model = create_model(self.model_config(kind), seed=tcfg.seed)
         if self.cfg.finetune and k > 0:
             model.load_state_dict(checkpoint.load(self.it(k - 1) / f"{kind}.pt")["state_dict"])
         train_set = data.training_set()
-        self.log(f"iter {k}: training {kind} on {len(train_set):,} sequences")
+        resumed = f" (resuming from {snapshot.name})" if snapshot.exists() else ""
+        self.log(f"iter {k}: training {kind} on {len(train_set):,} sequences{resumed}")
         def progress(epoch, *args):
             fault.point(f"{step}:epoch{epoch}")
             if self.progress:
                 self.progress(epoch, *args)
-        result = train(model, data, tcfg, progress=progress)
+        result = train(model, data, tcfg, progress=progress, snapshot=snapshot)
         test = evaluate(model, data, "test")
         checkpoint.save(self.it(k) / f"{kind}.pt", model, data.item_tokens, train=asdict(tcfg),
                         data={"source": self.cfg.data, "format": "auto", "max_len": self.cfg.max_len, "kcore": 0},
@@ -151,6 +155,7 @@ class Run:
                     "train_sequences": len(train_set),
                     "train_interactions": int(sum(len(s) for s in train_set)), "machine": self.machine})
         self.mark(step)
+        snapshot.unlink()
 
     def export_step(self, k: int) -> None:
         step = f"iter{k}/export"

@@ -7,11 +7,13 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .atomic import atomic_path
 from .data import SequenceData
 from .errors import RsirError
 from .evaluate import evaluate, pad
@@ -139,10 +141,34 @@ def next_item_loss(model, batch: torch.Tensor, cfg: TrainConfig, gen: torch.Gene
     return F.cross_entropy(logits, torch.zeros(len(t), dtype=torch.long))
 
 
-def train(model, data: SequenceData, cfg: TrainConfig, progress=None, log=None) -> TrainResult:
+def save_snapshot(path: Path, cfg: TrainConfig, n_seqs: int, model, opt, gen: torch.Generator, epoch: int,
+                  best: float, best_epoch: int, best_state, history: list, seconds: float) -> None:
+    """Everything the next epoch depends on, written atomically after each epoch, so a
+    killed training resumes at the next epoch with the bits of an uninterrupted one."""
+    state = {"config": asdict(cfg), "model_config": model.config.to_dict(), "sequences": n_seqs, "epoch": epoch, "model": model.state_dict(),
+             "optimizer": opt.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+             "best": best, "best_epoch": best_epoch, "best_state": best_state, "history": history, "seconds": seconds}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_snapshot(path: Path, cfg: TrainConfig, model, n_seqs: int) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated or foreign files
+        raise RsirError(f"{path}: not a training snapshot ({str(e).splitlines()[0][:120]}); delete it to restart this training") from None
+    same = (state.get("config"), state.get("model_config"), state.get("sequences")) == (asdict(cfg), model.config.to_dict(), n_seqs)
+    if not same:
+        raise RsirError(f"{path}: a snapshot of a different training (settings or data); delete it to restart this training")
+    return state
+
+
+def train(model, data: SequenceData, cfg: TrainConfig, progress=None, log=None, snapshot: Path | None = None) -> TrainResult:
     """Train in place; on return the model holds the best-validation weights.
 
-    progress(epoch, loss, valid_metrics, is_best) is called once per epoch."""
+    progress(epoch, loss, valid_metrics, is_best) is called once per epoch. With `snapshot`
+    the state after every epoch is kept in that file, and a training that finds the file
+    continues after its epoch (the caller deletes it once the result is safe)."""
     cfg.check()
     configure_cpu()
     torch.manual_seed(cfg.seed)
@@ -151,9 +177,18 @@ def train(model, data: SequenceData, cfg: TrainConfig, progress=None, log=None) 
     if not seqs:
         raise RsirError(f"{data.name}: no training sequence has 2 or more items")
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    best, best_epoch, best_state, history = -1.0, 0, None, []
-    start = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
+    best, best_epoch, best_state, history, done_before = -1.0, 0, None, [], 0.0
+    if snapshot is not None and Path(snapshot).exists():
+        s = load_snapshot(Path(snapshot), cfg, model, len(seqs))
+        model.load_state_dict(s["model"])
+        opt.load_state_dict(s["optimizer"])
+        gen.set_state(s["generator"])
+        torch.set_rng_state(s["torch_rng"])
+        best, best_epoch, best_state, history, done_before = (s["best"], s["best_epoch"], s["best_state"],
+                                                              s["history"], s["seconds"])
+    start = time.perf_counter() - done_before
+    stopped = bool(history) and len(history) - best_epoch >= cfg.patience
+    for epoch in range(len(history) + 1, 0 if stopped else cfg.epochs + 1):
         model.train()
         total, n = 0.0, 0
         for batch in batches(seqs, cfg.batch_size, gen, cfg.batching):
@@ -171,6 +206,9 @@ def train(model, data: SequenceData, cfg: TrainConfig, progress=None, log=None) 
             best, best_epoch, best_state = score, epoch, copy.deepcopy(model.state_dict())
         row = {"epoch": epoch, "loss": total / n, "seconds": time.perf_counter() - start, **valid}
         history.append(row)
+        if snapshot is not None:
+            save_snapshot(Path(snapshot), cfg, len(seqs), model, opt, gen, epoch, best, best_epoch, best_state,
+                          history, row["seconds"])
         if progress:
             progress(epoch, total / n, valid, is_best)
         if log:

@@ -61,11 +61,28 @@ def test_killed_and_resumed_run_is_identical(point, reference_run, tmp_path):
     assert killed.returncode == -9, killed.stderr          # really killed there
     step = point.split(":")[0]
     assert step not in json.loads((run / "state.json").read_text())["done"] if (run / "state.json").exists() else True
+    if ":epoch" in point:  # killed mid-training: the epochs before the kill are not run again
+        assert (run / point.split("/")[0] / "sasrec.train-state.pt").exists()
     resumed = cli([*ARGS, "--out", str(run), "--resume", "--gen-batch", "7"])  # batching never matters
     assert resumed.returncode == 0, resumed.stderr
+    assert ("resuming from sasrec.train-state.pt" in resumed.stdout) == (":epoch" in point)
     assert fingerprint(run) == fingerprint(reference_run)
+    assert not list(run.rglob("*.train-state.pt"))         # removed once each training is done
     assert hashlib.sha256(data.read_bytes()).hexdigest() == before
     assert not list(run.rglob("*.tmp"))                    # no temp files left behind
+
+
+def test_a_foreign_training_snapshot_is_one_error_line(reference_run, tmp_path):
+    run = tmp_path / "run"
+    assert cli([*ARGS, "--out", str(run)], kill_at="iter0/train-sasrec:epoch1").returncode == -9
+    snap = run / "iter0" / "sasrec.train-state.pt"
+    snap.write_bytes(b"not a snapshot")
+    r = cli([*ARGS, "--out", str(run), "--resume"])
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert f"{snap}: not a training snapshot" in r.stderr + r.stdout
+    snap.unlink()   # as the message says: the training then starts again, and ends as it would have
+    assert cli([*ARGS, "--out", str(run), "--resume"]).returncode == 0
+    assert fingerprint(run) == fingerprint(reference_run)
 
 
 def test_weak_to_strong_and_finetune(tmp_path):

@@ -82,3 +82,40 @@ def test_halving_groups_cover_the_batch():
     assert halving(128, 4) == [64, 32, 16, 16]
     assert halving(128, 1) == [128] and halving(1, 4) == [1] and halving(3, 4) == [2, 1]
     assert all(sum(halving(n, p)) == n and min(halving(n, p)) >= 1 for n in range(1, 200) for p in range(1, 7))
+
+
+def test_a_killed_training_resumes_after_its_last_epoch_with_identical_results(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from rsir_trt import checkpoint
+
+    def train_cli(out, *extra, kill_at=None):
+        env = dict(os.environ, RSIR_THREADS="2")
+        env.pop("RSIR_KILL_AT", None)
+        if kill_at:
+            env["RSIR_KILL_AT"] = kill_at
+        args = ["train", "--loss", "sampled", "--epochs", "3", "--seed", "4", "--out", str(out), *extra]
+        return subprocess.run([sys.executable, "-m", "rsir_trt", *args], env=env, capture_output=True, text=True)
+
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert train_cli(whole).returncode == 0
+    assert train_cli(cut, kill_at="train:epoch2").returncode == -9
+    assert (cut / "train-state.pt").exists() and not (cut / "model.pt").exists()
+    other = train_cli(cut, "--resume", "--lr", "0.001")
+    assert other.returncode != 0 and "Traceback" not in other.stderr
+    assert "train-state.pt: a snapshot of a different training" in other.stderr + other.stdout
+    resumed = train_cli(cut, "--resume", kill_at="train:epoch2")   # epoch 2 is not run again
+    assert resumed.returncode == 0, resumed.stderr
+    assert not (cut / "train-state.pt").exists()
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (whole, cut))
+    for m in (a, b):
+        m["valid"].pop("seconds")
+    assert (a["valid"], a["test"], a["best_epoch"], a["epochs_run"]) == (b["valid"], b["test"], b["best_epoch"], b["epochs_run"])
+    wa, wb = (checkpoint.load(d / "model.pt")["state_dict"] for d in (whole, cut))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    nothing = train_cli(tmp_path / "none", "--resume")
+    assert nothing.returncode != 0 and "nothing to resume" in nothing.stderr + nothing.stdout
+    assert "Traceback" not in nothing.stderr

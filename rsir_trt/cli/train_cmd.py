@@ -7,9 +7,10 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .. import checkpoint
+from .. import checkpoint, fault
 from ..atomic import write_json
 from ..data import open_dataset
+from ..errors import RsirError
 from ..evaluate import evaluate
 from ..models import ModelConfig, create_model
 from ..system import machine
@@ -17,7 +18,7 @@ from ..train import TrainConfig, train
 from .common import BatchingOpt, DataOpt, FormatOpt, KcoreOpt, LayoutOpt, MaxLenOpt, console, metrics_table, out_dir
 
 
-def fit(model, data, cfg: TrainConfig, title: str, quiet: bool = False):
+def fit(model, data, cfg: TrainConfig, title: str, quiet: bool = False, snapshot: Optional[Path] = None):
     """Train with a rich progress bar; returns the TrainResult."""
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn(), console=console, disable=quiet, transient=False) as bar:
@@ -28,7 +29,8 @@ def fit(model, data, cfg: TrainConfig, title: str, quiet: bool = False):
             bar.update(task, completed=epoch, info=info)
             if not console.is_terminal and not quiet:  # logs of background runs get one line per epoch
                 console.print(info)
-        return train(model, data, cfg, progress=progress)
+            fault.point(f"train:epoch{epoch}")
+        return train(model, data, cfg, progress=progress, snapshot=snapshot)
 
 
 def train_cmd(
@@ -53,6 +55,7 @@ def train_cmd(
     epochs: int = typer.Option(200, "--epochs"),
     patience: int = typer.Option(10, "--patience"),
     seed: int = typer.Option(0, "--seed"),
+    resume: bool = typer.Option(False, "--resume", help="Continue a killed training after its last finished epoch."),
 ):
     """Train a sequential recommender; keeps the best-validation checkpoint, reports test."""
     ds = open_dataset(data, fmt, max_len=max_len, k_core=kcore)
@@ -63,7 +66,12 @@ def train_cmd(
     net = create_model(mcfg, seed=seed)  # bad model settings fail before --out is created
     cfg.check()
     out = out_dir(out, f"runs/{ds.name}-{model}")
-    result = fit(net, ds, cfg, f"{model} on {ds.name}")
+    snapshot = out / "train-state.pt"   # the state after each epoch, until the checkpoint is written
+    if resume and not snapshot.exists():
+        raise RsirError(f"--resume: {snapshot} does not exist (nothing to resume)")
+    if not resume:
+        snapshot.unlink(missing_ok=True)
+    result = fit(net, ds, cfg, f"{model} on {ds.name}", snapshot=snapshot)
     test = evaluate(net, ds, "test")
     data_info = {"source": data, "format": fmt, "max_len": max_len, "kcore": kcore, "name": ds.name}
     checkpoint.save(out / "model.pt", net, ds.item_tokens, data=data_info, train=cfg.__dict__,
@@ -74,6 +82,7 @@ def train_cmd(
                "seconds": round(result.seconds, 1), "valid": result.valid, "test": test, "machine": machine()}
     write_json(out / "metrics.json", metrics)
     write_json(out / "history.json", result.history)
+    snapshot.unlink()
     console.print(metrics_table(f"{model} on {ds.name}: best epoch {result.best_epoch} of "
                                 f"{result.epochs_run}, {result.seconds:.0f} s",
                                 {"valid": result.valid, "test": test}))
