@@ -2,7 +2,8 @@
 
 RSIR's gain is a few percent here, about one seed's sd of the baseline, so one loop
 measured against its own iteration 0 can mislead (README, Results): the mean over seeds,
-its sd and each seed's own gain say how much of a gain is the method."""
+its sd, each seed's own gain and the paired 95% interval of those gains say how much of
+a gain is the method."""
 from __future__ import annotations
 
 import json
@@ -107,6 +108,25 @@ def setting(cfg: dict) -> dict:
     return {k: v for k, v in flat.items() if k.split(".")[-1] not in VARY}
 
 
+# Student's t, 97.5% quantile, df 1..30 (tables); beyond, the Cornish-Fisher expansion
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t975(df: int) -> float:
+    if df <= len(T975):
+        return T975[df - 1]
+    z = 1.959964
+    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+
+
+def paired_interval(gains: list[float]) -> tuple[float, float]:
+    """Mean of the runs' own gains and the half-width of its 95% t-interval: each seed is
+    its own control, so this says whether the gain is more than seed noise."""
+    mean = statistics.mean(gains)
+    return mean, t975(len(gains) - 1) * statistics.stdev(gains) / len(gains) ** 0.5
+
+
 def summarise(runs: list[dict]) -> dict:
     if len(runs) < 2:
         raise RsirError("compare needs at least two run directories (one setting, different seeds)")
@@ -123,10 +143,11 @@ def summarise(runs: list[dict]) -> dict:
         values = {k: [run["rows"][i]["test"][k] for run in runs] for k in KEYS}
         mean = {k: statistics.mean(v) for k, v in values.items()}
         first = iterations[0]["mean"] if iterations else mean
+        own = [gain(run["rows"][i]["test"], run["rows"][0]["test"], "recall@10") for run in runs]
         iterations.append({
             "iteration": i, "mean": mean, "sd": {k: statistics.stdev(v) for k, v in values.items()},
             "gain_of_means": {k: gain(mean, first, k) for k in KEYS},
-            "own_gains": [gain(run["rows"][i]["test"], run["rows"][0]["test"], "recall@10") for run in runs]})
+            "own_gains": own, "own_gain_ci95": list(paired_interval(own))})
     picks = [selected(run["rows"][:n]) for run in runs]
     return {"runs": [run["root"] for run in runs], "lengths": [len(run["rows"]) for run in runs],
             "iterations": iterations, "selected": picks,
@@ -140,13 +161,16 @@ def markdown(summary: dict) -> str:
     if len(set(summary["lengths"])) > 1:
         head += f" (iterations 0-{len(summary['iterations']) - 1} only: not every run has more)"
     lines = [head, "",
-             "| iter | test R@10 mean ± sd | ΔR@10 of means | each run's own ΔR@10 | test N@10 mean ± sd | ΔN@10 of means |",
-             "|---:|---:|---:|---:|---:|---:|"]
+             "| iter | test R@10 mean ± sd | ΔR@10 of means | each run's own ΔR@10 | their mean [95% CI] "
+             "| test N@10 mean ± sd | ΔN@10 of means |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
     for it in summary["iterations"]:
         m, s, g = it["mean"], it["sd"], it["gain_of_means"]
         own = ", ".join(f"{x:+.1f}%" for x in it["own_gains"])
+        mid, half = it["own_gain_ci95"]
+        ci = f"{mid:+.1f}% [{mid - half:+.1f}, {mid + half:+.1f}]" if it["iteration"] else "-"
         lines.append(f"| {it['iteration']} | {m['recall@10']:.4f} ± {s['recall@10']:.4f} | {g['recall@10']:+.1f}% | "
-                     f"{own} | {m['ndcg@10']:.4f} ± {s['ndcg@10']:.4f} | {g['ndcg@10']:+.1f}% |")
+                     f"{own} | {ci} | {m['ndcg@10']:.4f} ± {s['ndcg@10']:.4f} | {g['ndcg@10']:+.1f}% |")
     gains = summary["selected_gains"]
     lines.append(f"\nSelected by validation {SELECT_BY} in each run: iterations "
                  f"{', '.join(map(str, summary['selected']))}; their own test ΔR@10 "

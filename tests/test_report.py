@@ -44,7 +44,10 @@ def test_compare_over_seeds_by_hand(tmp_path):
     assert abs(it1["gain_of_means"]["recall@10"] - 100 * (0.047 / 0.045 - 1)) < 1e-9
     assert [round(g, 9) for g in it1["own_gains"]] == [10.0, 0.0]
     assert s["selected"] == [1, 0] and [round(g, 9) for g in s["selected_gains"]] == [10.0, 0.0]
-    assert "| 1 | 0.0470 ± 0.0042 | +4.4% | +10.0%, +0.0% |" in markdown(s)  # sd of 0.044, 0.050
+    # paired: own gains +10% and 0%, mean 5, sd 50 ** 0.5, t(1) = 12.706: 5 +- 12.706 * 5
+    assert [round(x, 9) for x in it1["own_gain_ci95"]] == [5.0, round(12.706 * 5, 9)]
+    assert "| 1 | 0.0470 ± 0.0042 | +4.4% | +10.0%, +0.0% | +5.0% [-58.5, +68.5] |" in markdown(s)  # sd of 0.044, 0.050
+    assert "| 0 | 0.0450 ± 0.0071 | +0.0% | +0.0%, +0.0% | - |" in markdown(s)
     assert main(["compare", str(a), str(b), "--out", str(tmp_path / "seeds")]) == 0
     assert (tmp_path / "seeds.md").read_text() == markdown(s)
     assert (tmp_path / "seeds.json").exists()
