@@ -172,7 +172,7 @@ def run_bench(model, data: SequenceData | None, runtimes: list[str], batches: li
             gcfg = replace(gen or GenConfig(tau=V, max_len=S), batch_size=gen_batch)
             results = {}
             # engines run again when m > 1 with one row per trajectory (no sharing of a seed's
-            # common prefix), and where they shard by default, as one worker: both gains measured here
+            # common prefix), and where they run several workers by default, as one: both gains measured here
             base = [(name, rt) for name, rt in rts.items() if not isinstance(rt, str)]
             runs = [(name, rt, True, gcfg.workers) for name, rt in base]
             engines = [(name, rt) for name, rt in base if name != "reference"]

@@ -15,7 +15,7 @@ import numpy as np
 
 from .data import SequenceData, Synthetic
 from .errors import RsirError
-from .prefix_rows import PrefixRows
+from .prefix_rows import Admission, PrefixRows
 from .system import machine
 
 STOP_REASONS = ("fidelity", "no_remaining", "empty_pool", "max_len")
@@ -35,7 +35,7 @@ class GenConfig:
     synthetic_seeds: bool = False # also seed from synthetic rows already in the data
     seed: int = 0
     batch_size: int = 1024        # trajectories in flight (over all workers); engine rows <= this
-    workers: int = 0              # shards run side by side, one runtime each; 0 = the runtime's choice
+    workers: int = 0              # run side by side, one runtime each; 0 = the runtime's choice
     share_rows: bool = True       # False: one engine row per trajectory (to benchmark the sharing)
 
     def check(self) -> None:
@@ -70,16 +70,6 @@ class Plan:
     @property
     def n(self) -> int:
         return len(self.seed_of)
-
-    def shard(self, lo: int, hi: int) -> "Plan":
-        """Trajectories lo..hi-1, their draws with them (so a shard decides as the whole would)."""
-        return Plan(self.seed_mat, self.seed_user, self.seed_of[lo:hi], self.prefix[lo:hi],
-                    self.u_pool[lo:hi], self.u_sample[lo:hi])
-
-    def cuts(self, k: int) -> list[int]:
-        """k contiguous shards of about equal size, cut between seeds (a seed's trajectories share rows)."""
-        inner = {int(np.searchsorted(self.seed_of, self.seed_of[self.n * i // k])) for i in range(1, k)}
-        return [0, *sorted(inner - {0, self.n}), self.n]
 
 
 def make_plan(data: SequenceData, cfg: GenConfig, S: int) -> Plan:
@@ -173,10 +163,11 @@ def generate(runtime, data: SequenceData, cfg: GenConfig, iteration: int = 1, pr
     """Run the policy on an engine runtime (torch, onnxruntime, tensorrt), batched: the
     engine runs one row per distinct trajectory state (prefix_rows.py); decisions are
     made per trajectory from its row's outputs. New trajectories are admitted as others
-    finish, up to `batch_size` in flight. With several workers the trajectories are cut
-    into contiguous shards, each run by its own runtime in its own thread (the engine
-    releases the GIL, so one shard's policy overlaps another's engine call); every
-    trajectory's draws are planned up front, so the output never depends on the cut."""
+    finish, up to `batch_size` in flight. With several workers each runs its own runtime
+    in its own thread (the engine releases the GIL, so one worker's policy overlaps
+    another's engine call), taking whole seeds from one shared queue; every
+    trajectory's draws are planned up front, so the output never depends on which
+    worker ran it."""
     if hasattr(runtime, "generate"):  # the reference algorithm has its own loop
         return runtime.generate(data, cfg, iteration, progress)
     cfg.check()
@@ -186,10 +177,12 @@ def generate(runtime, data: SequenceData, cfg: GenConfig, iteration: int = 1, pr
     if cfg.sample_topk > runtime.meta.topk:
         runtime.meta.check("engine", topk=cfg.sample_topk)
     plan = make_plan(data, cfg, S)
-    start = time.perf_counter()  # the timing includes opening the shards' sessions
-    cuts = plan.cuts(max(1, min(cfg.workers or runtime.default_workers, plan.n)))
-    runtimes = runtime.workers(len(cuts) - 1)
-    capacity = max(1, cfg.batch_size // len(runtimes))
+    start = time.perf_counter()  # the timing includes opening the workers' sessions
+    runtimes = runtime.workers(max(1, min(cfg.workers or runtime.default_workers, len(np.unique(plan.seed_of)))))
+    capacity = max(1, min(cfg.batch_size // len(runtimes), plan.n))
+    admission = Admission(plan, S, share=cfg.share_rows)
+    trajectories: list = [None] * plan.n
+    reasons = np.full(plan.n, -1, dtype=np.int64)
     lock, done = threading.Lock(), [0]
 
     def ended(n: int) -> None:
@@ -198,27 +191,26 @@ def generate(runtime, data: SequenceData, cfg: GenConfig, iteration: int = 1, pr
             if progress:
                 progress(done[0], plan.n)
 
-    shards = [(rt, plan.shard(lo, hi)) for rt, lo, hi in zip(runtimes, cuts, cuts[1:])]
-    if len(shards) == 1:
-        runs = [run_policy(*shards[0], cfg, capacity, ended)]
+    def work(rt):
+        return run_policy(rt, admission, cfg, capacity, ended, trajectories, reasons)
+    if len(runtimes) == 1:
+        runs = [work(runtimes[0])]
     else:
-        with ThreadPoolExecutor(len(shards)) as pool:
-            runs = list(pool.map(lambda sh: run_policy(*sh, cfg, capacity, ended), shards))
+        with ThreadPoolExecutor(len(runtimes)) as pool:
+            runs = list(pool.map(work, runtimes))
     seconds = time.perf_counter() - start
-    trajectories = [t for r in runs for t in r[0]]
-    reasons = np.concatenate([r[1] for r in runs])
     result = finish(data, cfg, plan, trajectories, reasons, seconds, iteration, runtime.describe())
-    result.stats.update(engine_calls=sum(r[2].calls for r in runs), engine_rows=sum(r[2].rows_run for r in runs),
+    result.stats.update(engine_calls=sum(r.calls for r in runs), engine_rows=sum(r.rows_run for r in runs),
                         workers=len(runtimes))
     return result
 
 
-def run_policy(runtime, plan: Plan, cfg: GenConfig, capacity: int, ended) -> tuple[list, np.ndarray, PrefixRows]:
-    """The generation policy over one plan on one runtime; `ended(n)` counts finished trajectories."""
-    N = plan.n
-    trajectories: list = [None] * N
-    reasons = np.full(N, -1, dtype=np.int64)
-    rows = PrefixRows(runtime, plan, min(capacity, N), runtime.meta.max_len, share=cfg.share_rows)
+def run_policy(runtime, admission: Admission, cfg: GenConfig, capacity: int, ended, trajectories: list,
+               reasons: np.ndarray) -> PrefixRows:
+    """The generation policy on one runtime over the trajectories it takes from `admission`;
+    results go into `trajectories` / `reasons` (by trajectory id); `ended(n)` counts them."""
+    plan = admission.plan
+    rows = PrefixRows(runtime, admission, capacity, runtime.meta.max_len)
 
     def close(sel: np.ndarray, why: int, drop_last: np.ndarray | None = None) -> None:
         j = np.flatnonzero(sel)
@@ -271,4 +263,4 @@ def run_policy(runtime, plan: Plan, cfg: GenConfig, capacity: int, ended) -> tup
         if n_ended:
             rows.admit()
             ended(n_ended)
-    return trajectories, reasons, rows
+    return rows

@@ -83,13 +83,17 @@ def test_independent_of_the_number_of_workers(settings, engines, ml100k):
         run(ckpt, "torch", ml100k, workers=2)
 
 
-def test_shards_are_cut_between_seeds(ml100k):
+def test_admission_hands_out_whole_seeds_in_order(ml100k):
+    from rsir_trt.prefix_rows import Admission
     plan = make_plan(subset(ml100k, 10), GenConfig(m=3), 50)   # 30 trajectories, 3 per seed
-    assert plan.cuts(1) == [0, 30]
-    assert plan.cuts(4) == [0, 6, 15, 21, 30]                  # 7.5 per shard, moved back to a seed's start
-    assert plan.cuts(30) == list(range(0, 31, 3))              # never more shards than seeds
-    part = plan.shard(6, 15)
-    assert part.seed_of.tolist() == [2, 2, 2, 3, 3, 3, 4, 4, 4] and (part.u_pool == plan.u_pool[6:15]).all()
+    queue = Admission(plan, 50)
+    assert queue.take(7, busy=True).tolist() == list(range(6))      # 7 would split seed 2: stop before it
+    assert queue.take(2, busy=True).tolist() == []                  # seed 2 waits while the worker is busy
+    assert queue.take(2, busy=False).tolist() == [6, 7]             # an idle worker takes part of it
+    assert queue.take(100, busy=True).tolist() == list(range(8, 30))
+    assert queue.take(5, busy=False).tolist() == []
+    assert len(set(queue.group[:3].tolist())) == 1 and len(set(queue.group[:6].tolist())) == 2
+    assert len(set(Admission(plan, 50, share=False).group.tolist())) == 30
 
 
 def test_a_seeds_trajectories_share_engine_rows_until_they_diverge(engines, ml100k):

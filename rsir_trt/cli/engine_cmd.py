@@ -62,7 +62,7 @@ def generate_cmd(
     synthetic_seeds: bool = typer.Option(False, "--synthetic-seeds", help="Also seed from the --extra rows."),
     seed: int = typer.Option(0, "--seed"),
     batch_size: int = typer.Option(1024, "--batch-size", help="Trajectories in flight (engine rows <= this)."),
-    workers: int = typer.Option(0, "--workers", help="Shards run side by side, one engine session each (onnxruntime); 0 = one per CPU thread on CPU. Never changes the output."),
+    workers: int = typer.Option(0, "--workers", help="Workers run side by side, one engine session each (onnxruntime), taking seeds from one queue; 0 = one per CPU thread on CPU. Never changes the output."),
 ):
     """Generate synthetic sequences with fidelity control; writes them + a JSON summary."""
     cfg = GenConfig(tau=tau, p=p, m=m, max_len=max_len, keep_failing=keep_failing, start=start,

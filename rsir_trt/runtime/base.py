@@ -35,10 +35,10 @@ class Runtime:
     def cache_kind(self) -> str:
         return "kv" if self.meta.model["kind"] == "sasrec" else "state"
 
-    default_workers = 1  # how many shards generation runs side by side (workers())
+    default_workers = 1  # how many workers generation runs side by side (workers())
 
     def workers(self, k: int) -> list["Runtime"]:
-        """k runtimes over the same engine, each with its own cache (generation's shards)."""
+        """k runtimes over the same engine, each with its own cache (generation's workers)."""
         if k == 1:
             return [self]
         raise RsirError(f"--workers {k}: the {self.name} runtime runs one worker (several: onnxruntime on CPU)")

@@ -41,9 +41,9 @@ class OnnxRuntime(Runtime):
         except Exception as e:  # ORT raises its own exception types for invalid graphs
             raise RsirError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:160]})") from None
         self.path, self.provider, self.threads = path, provider, so.intra_op_num_threads
-        # on CPU one single-threaded session per core, each on its own shard, beat one
+        # on CPU one single-threaded session per core, each running its own rows, beat one
         # session over all cores: the policy's Python and the single-threaded kernels
-        # overlap the other shard's engine call (README, Generation speed)
+        # overlap the other worker's engine call (README, Generation speed)
         self.default_workers = self.threads if provider == "cpu" else 1
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = [o.name for o in self.session.get_outputs()]
