@@ -1,6 +1,8 @@
 """Shared CLI pieces: consoles, dataset options, tables."""
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -10,7 +12,9 @@ from rich.table import Table
 
 from ..errors import RsirError
 
-console = Console()
+# piped or logged output has no terminal width; rich would assume 80 columns and cut the
+# tables' names to "onnxr…", so such output gets room for the widest table (bench's)
+console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160)
 err_console = Console(stderr=True)
 
 DataOpt = typer.Option(None, "--data", "-d", help="Dataset file or name (ml-100k [default], beauty, sports).")
