@@ -6,7 +6,7 @@ import pytest
 
 from rsir_trt.build import build_engine, resolve_backend
 from rsir_trt.errors import RsirError
-from rsir_trt.runtime.tensorrt_rt import onnx_input_shapes, precision_plan, profile_shapes
+from rsir_trt.runtime.tensorrt_rt import apply_precision, onnx_input_shapes, precision_plan, profile_shapes
 
 
 def test_precision_plan_per_major_version():
@@ -18,6 +18,26 @@ def test_precision_plan_per_major_version():
         precision_plan(8, "fp32")
     with pytest.raises(RsirError, match="--precision"):
         precision_plan(10, "int8")
+
+
+def test_builder_flags_clear_tf32_and_set_fp16_only_on_10x():
+    """TensorRT is absent here: a stand-in records the flags the builder config receives
+    (names as in TensorRT 10/11's Python API, where TF32 is on by default)."""
+    from types import SimpleNamespace
+
+    class Config:
+        def __init__(self):
+            self.flags = {"TF32"}
+        def set_flag(self, f):
+            self.flags.add(f)
+        def clear_flag(self, f):
+            self.flags.discard(f)
+
+    trt = SimpleNamespace(BuilderFlag=SimpleNamespace(TF32="TF32", FP16="FP16"))
+    for major, precision, want in [(10, "fp32", set()), (10, "fp16", {"FP16"}), (11, "fp32", set()), (11, "fp16", set())]:
+        config = Config()
+        apply_precision(config, trt, precision_plan(major, precision))
+        assert config.flags == want, (major, precision)
 
 
 def test_profile_shapes_from_the_exported_graph(sasrec_ckpt, tmp_path):

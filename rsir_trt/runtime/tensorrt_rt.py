@@ -52,6 +52,17 @@ def precision_plan(major: int, precision: str) -> dict:
     return {"export_dtype": precision, "fp16_flag": False, "strongly_typed": True}
 
 
+def apply_precision(config, trt, plan: dict) -> None:
+    """The builder flags of a precision plan. TF32 is on by default in TensorRT 10 and 11
+    and rounds fp32 matmul inputs to 10-bit mantissas, so fp32 logits would no longer
+    equal ONNX Runtime's and torch's (nor the fidelity counts and argmaxes made from
+    them): it is always cleared."""
+    if hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)
+    if plan["fp16_flag"]:
+        config.set_flag(trt.BuilderFlag.FP16)
+
+
 def profile_shapes(shapes: dict[str, tuple], min_batch: int, opt_batch: int, max_batch: int) -> dict:
     """One optimization profile over the batch dimension (dim 0, -1 in the ONNX)."""
     if not 1 <= min_batch <= opt_batch <= max_batch:
@@ -90,8 +101,7 @@ def build_plan(onnx_path: Path, plan_path: Path, meta: EngineMeta, min_batch=1, 
         raise RsirError(f"{onnx_path}: TensorRT cannot parse it: {errors[:300]}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
-    if plan["fp16_flag"]:
-        config.set_flag(trt.BuilderFlag.FP16)
+    apply_precision(config, trt, plan)
     cache_path = Path(str(plan_path) + ".timing-cache")
     cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
     config.set_timing_cache(cache, ignore_mismatch=True)
