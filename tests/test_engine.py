@@ -217,3 +217,13 @@ def test_blocked_argmax_and_pad_columns_change_nothing():
     # where M < 0 the pads' 0.0 logits rank above it: read as real items they would count
     as_real = rsir_head(padded, seeds, traj)[0]
     assert (as_real[:8] - want[0][:8] == n_pad).all() and (want[0][:8] >= 0).all()
+
+
+def test_gpu_providers_run_fp32_without_tf32():
+    """ONNX Runtime's CUDA provider defaults to TF32 for fp32 MatMul (use_tf32=1), which
+    would round the logits' inputs; the session turns it off. (No GPU here: the provider
+    list the session is given is what is checked.)"""
+    from rsir_trt.runtime.onnxruntime_rt import session_providers
+    assert session_providers("cpu") == ["CPUExecutionProvider"]
+    assert session_providers("cuda") == [("CUDAExecutionProvider", {"use_tf32": "0"}), "CPUExecutionProvider"]
+    assert session_providers("tensorrt") == ["TensorrtExecutionProvider", "CPUExecutionProvider"]

@@ -13,6 +13,16 @@ from .base import Runtime, StepOut
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 
 
+def session_providers(provider: str) -> list:
+    """The session's providers, CPU last as the fallback. The CUDA provider runs fp32
+    MatMul in TF32 unless told otherwise (its `use_tf32` defaults to 1), which would
+    round the logits' inputs and break the parity with the CPU engines: it is turned off."""
+    if provider == "cpu":
+        return ["CPUExecutionProvider"]
+    first = (PROVIDERS[provider], {"use_tf32": "0"}) if provider == "cuda" else PROVIDERS[provider]
+    return [first, "CPUExecutionProvider"]
+
+
 class OnnxRuntime(Runtime):
     name = "onnxruntime"
 
@@ -35,7 +45,7 @@ class OnnxRuntime(Runtime):
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
-        providers = [PROVIDERS[provider]] + (["CPUExecutionProvider"] if provider != "cpu" else [])
+        providers = session_providers(provider)
         try:
             self.session = ort.InferenceSession(str(path), so, providers=providers)
         except Exception as e:  # ORT raises its own exception types for invalid graphs
