@@ -145,9 +145,10 @@ def save_snapshot(path: Path, cfg: TrainConfig, n_seqs: int, model, opt, gen: to
                   best: float, best_epoch: int, best_state, history: list, seconds: float) -> None:
     """Everything the next epoch depends on, written atomically after each epoch, so a
     killed training resumes at the next epoch with the bits of an uninterrupted one."""
-    state = {"config": asdict(cfg), "model_config": model.config.to_dict(), "sequences": n_seqs, "epoch": epoch, "model": model.state_dict(),
-             "optimizer": opt.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-             "best": best, "best_epoch": best_epoch, "best_state": best_state, "history": history, "seconds": seconds}
+    state = {"config": asdict(cfg), "model_config": model.config.to_dict(), "sequences": n_seqs, "epoch": epoch,
+             "model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
+             "torch_rng": torch.get_rng_state(), "best": best, "best_epoch": best_epoch, "best_state": best_state,
+             "history": history, "seconds": seconds}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
@@ -157,8 +158,10 @@ def load_snapshot(path: Path, cfg: TrainConfig, model, n_seqs: int) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for truncated or foreign files
         raise RsirError(f"{path}: not a training snapshot ({str(e).splitlines()[0][:120]}); delete it to restart this training") from None
-    same = (state.get("config"), state.get("model_config"), state.get("sequences")) == (asdict(cfg), model.config.to_dict(), n_seqs)
-    if not same:
+    if not isinstance(state, dict):
+        raise RsirError(f"{path}: not a training snapshot (no state in it); delete it to restart this training")
+    mine = (asdict(cfg), model.config.to_dict(), n_seqs)
+    if (state.get("config"), state.get("model_config"), state.get("sequences")) != mine:
         raise RsirError(f"{path}: a snapshot of a different training (settings or data); delete it to restart this training")
     return state
 

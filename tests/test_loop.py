@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from rsir_trt.data.catalog import recbole_ml100k
 
@@ -80,6 +81,9 @@ def test_a_foreign_training_snapshot_is_one_error_line(reference_run, tmp_path):
     r = cli([*ARGS, "--out", str(run), "--resume"])
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert f"{snap}: not a training snapshot" in r.stderr + r.stdout
+    torch.save(torch.zeros(3), snap)  # a readable file that holds no state
+    r = cli([*ARGS, "--out", str(run), "--resume"])
+    assert r.returncode != 0 and f"{snap}: not a training snapshot" in r.stderr + r.stdout
     snap.unlink()   # as the message says: the training then starts again, and ends as it would have
     assert cli([*ARGS, "--out", str(run), "--resume"]).returncode == 0
     assert fingerprint(run) == fingerprint(reference_run)
