@@ -118,4 +118,5 @@ def test_a_killed_training_resumes_after_its_last_epoch_with_identical_results(t
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     nothing = train_cli(tmp_path / "none", "--resume")
     assert nothing.returncode != 0 and "nothing to resume" in nothing.stderr + nothing.stdout
+    assert not (tmp_path / "none").exists()   # nothing created either
     assert "Traceback" not in nothing.stderr
