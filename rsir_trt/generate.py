@@ -178,7 +178,7 @@ def generate(runtime, data: SequenceData, cfg: GenConfig, iteration: int = 1, pr
         runtime.meta.check("engine", topk=cfg.sample_topk)
     plan = make_plan(data, cfg, S)
     start = time.perf_counter()  # the timing includes opening the workers' sessions
-    runtimes = runtime.workers(max(1, min(cfg.workers or runtime.default_workers, len(np.unique(plan.seed_of)))))
+    runtimes = runtime.workers(max(1, min(cfg.workers or runtime.default_workers, len(plan.seed_mat))))
     capacity = max(1, min(cfg.batch_size // len(runtimes), plan.n))
     admission = Admission(plan, S, share=cfg.share_rows)
     trajectories: list = [None] * plan.n

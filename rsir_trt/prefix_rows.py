@@ -39,13 +39,13 @@ class Admission:
                     end = cut
                 elif busy:
                     end = start
-            self.next = max(end, start)
-            return np.arange(start, self.next)
+            self.next = end
+            return np.arange(start, end)
 
 
 class PrefixRows:
     def __init__(self, runtime, admission: Admission, capacity: int, S: int):
-        self.runtime, self.admission, self.plan, self.B, self.S = runtime, admission, admission.plan, capacity, S
+        self.runtime, self.admission, self.B, self.S = runtime, admission, capacity, S
         runtime.allocate(capacity)
         self.traj = np.zeros((capacity, S), dtype=np.int64)   # per row
         self.seeds = np.zeros((capacity, S), dtype=np.int64)
@@ -63,7 +63,7 @@ class PrefixRows:
 
     def admit(self) -> None:
         """Take the next trajectories from the plan while they fit."""
-        plan = self.plan
+        plan = self.admission.plan
         t = self.admission.take(self.B - len(self.tid), busy=len(self.tid) > 0)
         if not len(t):
             return

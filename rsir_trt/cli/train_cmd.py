@@ -65,11 +65,11 @@ def train_cmd(
                        heads=heads, ffn_mult=ffn_mult, dropout=dropout, attn_dropout=dropout, layout=layout)
     net = create_model(mcfg, seed=seed)  # bad model settings fail before --out is created
     cfg.check()
-    # the state after each epoch, kept until the checkpoint is written
-    snapshot = Path(out or f"runs/{ds.name}-{model}") / "train-state.pt"
-    if resume and not snapshot.exists():
+    default = f"runs/{ds.name}-{model}"
+    snapshot = Path(out or default) / "train-state.pt"   # the state after each epoch, until the checkpoint
+    if resume and not snapshot.exists():  # checked before --out is created
         raise RsirError(f"--resume: {snapshot} does not exist (nothing to resume)")
-    out = out_dir(out, f"runs/{ds.name}-{model}")
+    out = out_dir(out, default)
     if not resume:
         snapshot.unlink(missing_ok=True)
     result = fit(net, ds, cfg, f"{model} on {ds.name}", snapshot=snapshot)
