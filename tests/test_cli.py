@@ -136,6 +136,22 @@ def test_existing_run_needs_resume_and_same_settings(tmp_path, capsys):
     assert "different settings (gen)" in capsys.readouterr().err
 
 
+def test_default_outputs_are_made_in_a_fresh_checkout(tmp_path, monkeypatch, capsys):
+    """runs/ and engines/ are git-ignored, so a fresh clone has neither: the commands'
+    default --out must make them (the README's quick start runs `loop` with no --out)."""
+    monkeypatch.chdir(tmp_path)
+    rows = [f"{u + 1} " + " ".join(str(1 + (u * 7 + k) % 40) for k in range(6)) for u in range(30)]
+    (tmp_path / "tiny.txt").write_text("\n".join(rows) + "\n")
+    assert main(["loop", "--data", "tiny.txt", "--iterations", "1", "--epochs", "1", "--m", "1"]) == 0
+    assert (tmp_path / "runs" / "loop-tiny" / "report.md").is_file()
+    (tmp_path / "runs").rename(tmp_path / "runs-loop")
+    assert main(["train", "--data", "tiny.txt", "--epochs", "1"]) == 0
+    assert (tmp_path / "runs" / "tiny-sasrec" / "model.pt").is_file()
+    assert main(["build-engine", "runs/tiny-sasrec"]) == 0
+    assert (tmp_path / "engines" / "tiny-sasrec.onnx").is_file()
+    capsys.readouterr()
+
+
 def test_commands_work_end_to_end(sasrec_ckpt, tmp_path, capsys):
     assert main(["evaluate", str(sasrec_ckpt), "--json"]) == 0
     assert '"recall@10"' in capsys.readouterr().out

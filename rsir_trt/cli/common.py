@@ -37,8 +37,20 @@ def metrics_table(title: str, rows: dict[str, dict], keys=("recall@10", "ndcg@10
     return table
 
 
-def out_dir(path: Optional[Path], default: str) -> Path:
-    path = Path(path or default)
+def default_out(path: Optional[Path], default: str) -> Path:
+    """`--out` as given, or the default, whose folder (runs/, engines/) is made: a fresh
+    checkout has none, git ignores them. A given --out's folder must exist (a typo fails)."""
+    if path is not None:
+        return Path(path)
+    path = Path(default)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RsirError(f"--out {path}: cannot create {path.parent} ({e.strerror})") from None
+    return path
+
+
+def out_dir(path: Path) -> Path:
     if path.exists() and not path.is_dir():
         raise RsirError(f"--out {path}: exists and is not a directory")
     parent = path.parent if path.parent != Path("") else Path(".")

@@ -16,7 +16,7 @@ from ..loop import LoopConfig, Run, branch_kinds, start_run
 from ..report import markdown
 from ..system import cpu_threads
 from ..train import TrainConfig
-from .common import BatchingOpt, DataOpt, LayoutOpt, console
+from .common import BatchingOpt, DataOpt, LayoutOpt, console, default_out
 
 
 def loop_cmd(
@@ -69,7 +69,7 @@ def loop_cmd(
     if backend not in ("onnxruntime", "tensorrt", "torch", "reference"):
         raise RsirError(f"--backend: {backend!r} is not one of onnxruntime, tensorrt, torch, reference")
     ds = open_dataset(data, max_len=max_len)
-    root = Path(out or f"runs/loop-{ds.name}")
+    root = default_out(out, f"runs/loop-{ds.name}")
     if not root.parent.is_dir():
         raise RsirError(f"--out {root}: directory {root.parent} does not exist")
     if seeds is not None:
