@@ -12,10 +12,19 @@ from pathlib import Path
 from .errors import RsirError
 
 
+def make_dir(path: Path, label: str = "") -> Path:
+    """mkdir -p, as one error line: an output's missing folders are made (a fresh checkout
+    has no runs/ or engines/: git ignores them); a file in the way is an error."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RsirError(f"{label or path}: cannot create {path} ({e.strerror})") from None
+    return path
+
+
 def _check_dir(path: Path) -> None:
-    parent = path.parent
-    if not parent.is_dir():
-        raise RsirError(f"{path}: directory {parent} does not exist")
+    parent = make_dir(path.parent, str(path))
     if not os.access(parent, os.W_OK):
         raise RsirError(f"{path}: directory {parent} is not writable")
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoint, fault
-from .atomic import atomic_path, write_json
+from .atomic import atomic_path, make_dir, write_json
 from .data import SequenceData, Synthetic, write_synthetic, write_training_file
 from .errors import RsirError
 from .evaluate import evaluate
@@ -284,7 +284,7 @@ def start_run(root: Path, cfg: LoopConfig, resume: bool, branch_from: Path | Non
         raise RsirError(f"{root}: nothing to resume (no config.json)")
     source = Path(branch_from) if branch_from is not None and not cfg_path.exists() else None
     kinds = branch_kinds(cfg, source) if source else []
-    root.mkdir(parents=True, exist_ok=True)
+    make_dir(root, f"--out {root}")
     if kinds:
         branch(root, source, kinds)
     write_json(cfg_path, asdict(cfg))  # last: a run without it is started afresh

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from .atomic import make_dir
 from .errors import RsirError
 from .loop import read_config
 from .report import KEYS, SELECT_BY, gain, selected
@@ -40,7 +41,7 @@ def run_seeds(args: list[str], seeds: list[int], root: Path, jobs: int, resume: 
     Killed, the runs resume with --resume like any loop. `branch_from` is a root of the
     same kind: seed S branches from its seed-S run."""
     threads = max(1, cpu_threads() // jobs)
-    root.mkdir(exist_ok=True)
+    make_dir(root, f"--out {root}")
     env = dict(os.environ, RSIR_THREADS=str(threads))
     todo, running, failed = list(seeds), {}, []
     try:

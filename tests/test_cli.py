@@ -52,7 +52,7 @@ CASES = [
     ("train-batching", "train --batching sorted --out {o}", r"--batching: 'sorted' is not one of random, length"),
     ("train-layout-gru", "train --model gru4rec --layout kang --out {o}", r"--layout kang applies to SASRec only"),
     ("export-extra-missing", "data export-recbole --extra {d}/nope.txt --out {o}", r"nope.txt: no such file"),
-    ("train-out-missing-dir", "train --out {d}/no/such/dir", r"parent directory .* does not exist"),
+    ("train-out-under-file", "train --out {d}/a_file/run", r"--out .*a_file/run: cannot create .*Not a directory"),
     ("train-out-is-file", "train --out {d}/a_file", r"exists and is not a directory"),
     # evaluate
     ("eval-garbage", "evaluate {d}/garbage.pt", r"garbage.pt: not a readable rsir-trt checkpoint"),
@@ -67,7 +67,7 @@ CASES = [
     ("build-backend", "build-engine {ckpt} --backend openvino --out {o}", r"--backend: 'openvino'"),
     ("build-topk", "build-engine {ckpt} --topk -1 --out {o}", r"--topk must be >= 0"),
     ("build-fp16-ort", "build-engine {ckpt} --precision fp16 --backend onnxruntime --out {o}", r"--precision fp16 is for TensorRT"),
-    ("build-out-dir", "build-engine {ckpt} --out {d}/no/dir/e", r"directory .* does not exist"),
+    ("build-out-under-file", "build-engine {ckpt} --out {d}/a_file/e", r"cannot create .*a_file \(File exists\)"),
     ("build-exporter", "build-engine {ckpt} --exporter magic --out {o}", r"--exporter: 'magic'"),
     # generate
     ("gen-tau", "generate --engine {d}/engine.onnx --out {o} --tau 0", r"--tau must be >= 1"),
@@ -80,7 +80,7 @@ CASES = [
     ("gen-wrong-backend", "generate --engine {d}/engine.onnx --backend tensorrt --out {o}", r"cannot run on the tensorrt backend"),
     ("gen-smax", "generate --engine {d}/engine.onnx --max-len 80 --out {o}", r"S_max is 50, request needs 80"),
     ("gen-no-topk", "generate --engine {d}/engine.onnx --sample-topk 5 --out {o}", r"--topk >= 5"),
-    ("gen-out-dir", "generate --engine {d}/engine.onnx --out {d}/no/dir/x.txt", r"directory .* does not exist"),
+    ("gen-out-under-file", "generate --engine {d}/engine.onnx --out {d}/a_file/x.txt", r"cannot create .*a_file \(File exists\)"),
     ("gen-read-only-dir", "generate --engine {d}/engine.onnx --out /sys/rsir-test.txt", r"cannot write in /sys"),
     ("train-read-only-dir", "train --out /sys/rsir-run", r"--out /sys/rsir-run: cannot create"),
     ("build-read-only-dir", "build-engine {ckpt} --out /sys/rsir-e", r"cannot write in /sys"),
@@ -100,7 +100,7 @@ CASES = [
     ("loop-seeds-one", "loop --seeds 3 --out {o}", r"--seeds: give two or more different seeds"),
     ("loop-seeds-jobs", "loop --seeds 1,2 --jobs 0 --out {o}", r"--jobs must be >= 1"),
     ("loop-seed-and-seeds", "loop --seed 5 --seeds 1,2 --out {o}", r"--seed and --seeds: give one"),
-    ("loop-out-dir", "loop --out {d}/no/dir/run", r"directory .* does not exist"),
+    ("loop-out-under-file", "loop --out {d}/a_file/run", r"--out .*a_file/run: cannot create .*Not a directory"),
 ]
 
 
@@ -137,8 +137,8 @@ def test_existing_run_needs_resume_and_same_settings(tmp_path, capsys):
 
 
 def test_default_outputs_are_made_in_a_fresh_checkout(tmp_path, monkeypatch, capsys):
-    """runs/ and engines/ are git-ignored, so a fresh clone has neither: the commands'
-    default --out must make them (the README's quick start runs `loop` with no --out)."""
+    """runs/ and engines/ are git-ignored, so a fresh clone has neither: --out's missing
+    folders are made (the README's quick start runs `loop` with no --out)."""
     monkeypatch.chdir(tmp_path)
     rows = [f"{u + 1} " + " ".join(str(1 + (u * 7 + k) % 40) for k in range(6)) for u in range(30)]
     (tmp_path / "tiny.txt").write_text("\n".join(rows) + "\n")
@@ -149,6 +149,10 @@ def test_default_outputs_are_made_in_a_fresh_checkout(tmp_path, monkeypatch, cap
     assert (tmp_path / "runs" / "tiny-sasrec" / "model.pt").is_file()
     assert main(["build-engine", "runs/tiny-sasrec"]) == 0
     assert (tmp_path / "engines" / "tiny-sasrec.onnx").is_file()
+    # an explicit --out's missing folders are made too
+    assert main(["generate", "-e", "engines/tiny-sasrec.onnx", "--data", "tiny.txt", "--m", "1",
+                 "--out", "syn/round1/x.txt"]) == 0
+    assert (tmp_path / "syn" / "round1" / "x.txt.json").is_file()
     capsys.readouterr()
 
 

@@ -129,8 +129,10 @@ def test_recbole_benchmark_export_keeps_the_split(tmp_path, capsys):
     assert (out / "aug.train.inter").read_text().splitlines() == [head, "1\t10\t11", "1\t10 11\t12"]
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
     capsys.readouterr()
-    assert main(["data", "export-recbole", "--data", str(data), "--out", str(tmp_path / "no" / "aug")]) == 2
-    assert "directory" in capsys.readouterr().err and not (tmp_path / "no").exists()
+    assert main(["data", "export-recbole", "--data", str(data), "--out", str(data / "aug")]) == 2   # a file in the way
+    assert "cannot create" in capsys.readouterr().err
+    assert main(["data", "export-recbole", "--data", str(data), "--out", str(tmp_path / "new" / "aug")]) == 0
+    assert (tmp_path / "new" / "aug" / "aug.train.inter").is_file()   # missing folders are made
     assert main(["data", "export-recbole", "--data", str(data), "--out", str(data)]) == 2
     assert "exists and is not a directory" in capsys.readouterr().err
     assert main(["data", "export-recbole", "--data", str(data), "--extra", str(data), "--out", str(out)]) == 2

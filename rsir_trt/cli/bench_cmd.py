@@ -6,7 +6,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ..atomic import write_json
+from ..atomic import make_dir, write_json
 from ..bench import RUNTIMES, plot, run_bench
 from ..errors import RsirError
 from ..generate import GenConfig
@@ -54,8 +54,7 @@ def bench_cmd(
         raise RsirError(f"--device {device}: not available here")
     if out.exists() and not out.is_dir():
         raise RsirError(f"--out {out}: exists and is not a directory")
-    if not out.parent.is_dir() and str(out.parent) not in ("", "."):
-        raise RsirError(f"--out {out}: directory {out.parent} does not exist")
+    make_dir(out, f"--out {out}")   # before the work: a bad place fails now
     ds, gcfg = None, GenConfig(m=m, tau=vocab, max_len=s_max)  # random model: no fidelity check
     if ckpt:
         from ..checkpoint import load_model
@@ -71,7 +70,6 @@ def bench_cmd(
         net = create_model(ModelConfig(kind=model, num_items=vocab, max_len=s_max, dim=dim, layers=layers), seed=0)
     result = run_bench(net, ds, names, batches, steps, warmup, gen_seeds, gen=gcfg, device=device,
                        progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
-    out.mkdir(exist_ok=True)
     write_json(out / "bench.json", result)
     plot(result, out / "bench.png")
     s = result["settings"]

@@ -4,12 +4,12 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..atomic import make_dir
 from ..errors import RsirError
 
 # piped or logged output has no terminal width; rich would assume 80 columns and cut the
@@ -37,27 +37,13 @@ def metrics_table(title: str, rows: dict[str, dict], keys=("recall@10", "ndcg@10
     return table
 
 
-def default_out(path: Optional[Path], default: str) -> Path:
-    """`--out` as given, or the default, whose folder (runs/, engines/) is made: a fresh
-    checkout has none, git ignores them. A given --out's folder must exist (a typo fails)."""
-    if path is not None:
-        return Path(path)
-    path = Path(default)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RsirError(f"--out {path}: cannot create {path.parent} ({e.strerror})") from None
-    return path
-
-
 def out_dir(path: Path) -> Path:
+    """The run directory `--out`, made with its missing parents, writable."""
+    path = Path(path)
     if path.exists() and not path.is_dir():
         raise RsirError(f"--out {path}: exists and is not a directory")
-    parent = path.parent if path.parent != Path("") else Path(".")
-    if not parent.is_dir():
-        raise RsirError(f"--out {path}: parent directory {parent} does not exist")
+    make_dir(path, f"--out {path}")
     try:
-        path.mkdir(exist_ok=True)
         probe = path / ".rsir-write-probe"
         probe.touch()  # os.access trusts root; the filesystem may not (read-only mounts)
         probe.unlink()

@@ -13,7 +13,7 @@ from ..data import SequenceData, add_synthetic_file, open_dataset, write_synthet
 from ..errors import RsirError
 from ..generate import GenConfig, generate
 from ..runtime import open_runtime
-from .common import FormatOpt, console, default_out, err_console
+from .common import FormatOpt, console, err_console
 
 
 def build_engine_cmd(
@@ -31,7 +31,7 @@ def build_engine_cmd(
     if exporter not in ("torchscript", "dynamo"):
         raise RsirError(f"--exporter: {exporter!r} is not one of torchscript, dynamo")
     name = ckpt.parent.name if ckpt.suffix == ".pt" else ckpt.name
-    stem = default_out(out, f"engines/{name}")
+    stem = out or Path("engines") / name   # check_writable makes missing folders
     check_writable(Path(stem).with_suffix(".onnx"))
     s = build_engine(ckpt, Path(stem), backend, topk, precision, (min_batch, opt_batch, max_batch),
                      dynamo=exporter == "dynamo")

@@ -16,7 +16,7 @@ from ..loop import LoopConfig, Run, branch_kinds, start_run
 from ..report import markdown
 from ..system import cpu_threads
 from ..train import TrainConfig
-from .common import BatchingOpt, DataOpt, LayoutOpt, console, default_out
+from .common import BatchingOpt, DataOpt, LayoutOpt, console
 
 
 def loop_cmd(
@@ -69,9 +69,7 @@ def loop_cmd(
     if backend not in ("onnxruntime", "tensorrt", "torch", "reference"):
         raise RsirError(f"--backend: {backend!r} is not one of onnxruntime, tensorrt, torch, reference")
     ds = open_dataset(data, max_len=max_len)
-    root = default_out(out, f"runs/loop-{ds.name}")
-    if not root.parent.is_dir():
-        raise RsirError(f"--out {root}: directory {root.parent} does not exist")
+    root = Path(out or f"runs/loop-{ds.name}")
     if seeds is not None:
         return loop_seeds(ctx, cfg, root, replicates.parse_seeds(seeds), jobs, resume, branch_from)
     start_run(root, cfg, resume, branch_from)

@@ -15,8 +15,7 @@ from ..evaluate import evaluate
 from ..models import ModelConfig, create_model
 from ..system import machine
 from ..train import TrainConfig, train
-from .common import (BatchingOpt, DataOpt, FormatOpt, KcoreOpt, LayoutOpt, MaxLenOpt, console, default_out, metrics_table,
-                     out_dir)
+from .common import BatchingOpt, DataOpt, FormatOpt, KcoreOpt, LayoutOpt, MaxLenOpt, console, metrics_table, out_dir
 
 
 def fit(model, data, cfg: TrainConfig, title: str, quiet: bool = False, snapshot: Optional[Path] = None):
@@ -70,7 +69,7 @@ def train_cmd(
     snapshot = Path(out or default) / "train-state.pt"   # the state after each epoch, until the checkpoint
     if resume and not snapshot.exists():  # checked before --out is created
         raise RsirError(f"--resume: {snapshot} does not exist (nothing to resume)")
-    out = out_dir(default_out(out, default))
+    out = out_dir(Path(out or default))
     if not resume:
         snapshot.unlink(missing_ok=True)
     result = fit(net, ds, cfg, f"{model} on {ds.name}", snapshot=snapshot)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import make_dir
 from ..errors import RsirError
 from .dataset import SequenceData, synthetic_user_ids
 
@@ -52,10 +53,9 @@ def write_recbole_benchmark(root: str | os.PathLike, data: SequenceData) -> dict
     by an atomic rename, once all of them are complete."""
     root = Path(root)
     name = root.name
-    if not root.parent.is_dir():
-        raise RsirError(f"--out {root}: directory {root.parent} does not exist")
     if root.exists() and not root.is_dir():
         raise RsirError(f"--out {root}: exists and is not a directory")
+    make_dir(root.parent, f"--out {root}")
     tokens = np.asarray(data.item_tokens, dtype=object)
     real = list(zip(data.users, data.sequences))
     longest = max([len(s) for _, s in real] + [len(s) for s in data.synthetic.sequences]) - 1
