@@ -26,6 +26,7 @@ def main() -> int:
     from rsir_trt.data.dataset import SequenceData
     from rsir_trt.generate import GenConfig, generate
     from rsir_trt.runtime import open_runtime
+    from rsir_trt.runtime.base import remaining_seed_items
 
     build_engine(Path(args.ckpt), out / "e", "onnxruntime")
     s = build_engine(Path(args.ckpt), out / "e", "tensorrt")
@@ -40,10 +41,12 @@ def main() -> int:
         seqs = rng.integers(1, V, size=(B, S))
         seeds = np.zeros((B, S), dtype=np.int64)
         seeds[:, :10] = rng.integers(1, V, size=(B, 10))
+        tau = np.full(B, 10)
         for t in range(S - 1):
             traj = np.where(np.arange(S)[None] <= t, seqs, 0)
-            a = trt_rt.step(seqs[:, t].copy(), np.full(B, t), seeds, traj)
-            b = torch_rt.step(seqs[:, t].copy(), np.full(B, t), seeds, traj)
+            rest = remaining_seed_items(seeds, traj)
+            a = trt_rt.step(seqs[:, t].copy(), np.full(B, t), rest, traj, tau)
+            b = torch_rt.step(seqs[:, t].copy(), np.full(B, t), rest, traj, tau)
             worst = max(worst, int((a.best_item != b.best_item).sum() + (a.fidelity != b.fidelity).sum()))
     print(f"head outputs differing from torch CUDA (near-ties): {worst} rows at most per step")
     data = open_dataset(args.data)

@@ -19,6 +19,7 @@ import torch
 from .data.dataset import SequenceData
 from .engine_meta import EngineMeta
 from .generate import GenConfig, Plan, generate
+from .runtime.base import remaining_seed_items
 from .system import configure_cpu, machine
 from .wide_matmul import all_item_scores
 
@@ -63,6 +64,12 @@ def step_inputs(B: int, S: int, V: int, rng):
     seeds = np.zeros((B, S), dtype=np.int64)
     seeds[:, :10] = rng.integers(1, V, size=(B, 10))
     return traj[:, half - 1].copy(), np.full(B, half - 1, dtype=np.int64), seeds, traj
+
+
+def engine_step_inputs(B: int, S: int, V: int, rng):
+    """step_inputs as an engine takes them: the remaining seed items, and tau = 10."""
+    item, pos, seeds, traj = step_inputs(B, S, V, rng)
+    return item, pos, remaining_seed_items(seeds, traj), traj, np.full(B, 10, dtype=np.int64)
 
 
 def reference_step_fn(rt, B: int, S: int, V: int, rng):
@@ -156,7 +163,7 @@ def run_bench(model, data: SequenceData | None, runtimes: list[str], batches: li
                     times = _timed(fn, max(3, steps // 5), 1, device == "cuda")
                 else:
                     rt.allocate(B)
-                    args = step_inputs(B, S, V, rng)
+                    args = engine_step_inputs(B, S, V, rng)
                     times = _timed(lambda rt=rt, args=args: rt.step(*args), steps, warmup, False)
                 p = percentiles(times)
                 step_rows.append({"runtime": name, "B": B, **p, "x_bound": p["mean_ms"] / bt["mean_ms"],

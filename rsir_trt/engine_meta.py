@@ -8,7 +8,9 @@ from pathlib import Path
 
 from .errors import RsirError
 
-FORMAT = "rsir-trt/engine/1"
+FORMAT = "rsir-trt/engine/2"   # 2: the tau input, remaining seed items (step.py)
+# the step's inputs before its cache buffers (step.py)
+STEP_INPUTS = ["item", "pos", "seed_items", "traj", "tau"]
 # the step's outputs before its cache rows (step.py); here so runtimes need not import torch
 HEAD_OUTPUTS = ["fidelity", "best_seed_item", "best_item"]
 SAMPLING_OUTPUTS = ["topk_ids", "topk_scores", "seed_scores"]
@@ -56,6 +58,9 @@ class EngineMeta:
 
     @classmethod
     def from_dict(cls, d: dict, where: str) -> "EngineMeta":
+        if isinstance(d, dict) and str(d.get("format", "")).startswith("rsir-trt/engine/") and d["format"] != FORMAT:
+            raise RsirError(f"{where}: engine format {d['format']} is not this rsir-trt's {FORMAT}: "
+                            "rebuild it with rsir-trt build-engine")
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise RsirError(f"{where}: not an rsir-trt engine (no '{FORMAT}' metadata)")
         try:

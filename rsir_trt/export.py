@@ -10,7 +10,7 @@ import onnx
 import torch
 
 from .atomic import atomic_path
-from .engine_meta import EngineMeta, versions
+from .engine_meta import STEP_INPUTS, EngineMeta, versions
 from .step import DecodeStep
 
 OPSET = 18
@@ -25,8 +25,9 @@ def example_inputs(model, batch: int = 2):
     seeds[:, :3] = torch.tensor([1, 2, 3])
     traj = torch.zeros(batch, S, dtype=torch.int64)
     traj[:, 0] = item
+    tau = torch.full((batch,), 10, dtype=torch.int64)
     cache = [torch.randn(shape) * 0.1 for _, shape in model.cache_shapes(batch)]
-    return (item, pos, seeds, traj, *cache)
+    return (item, pos, seeds, traj, tau, *cache)
 
 
 def export_onnx(model, path: str | Path, meta: EngineMeta, dynamo: bool = False) -> float:
@@ -43,7 +44,7 @@ def export_onnx(model, path: str | Path, meta: EngineMeta, dynamo: bool = False)
         if dynamo:
             batch = torch.export.Dim("batch", min=1, max=65536)
             torch.onnx.export(step, args, str(tmp), input_names=names_in, output_names=names_out,
-                              dynamic_shapes=(*({0: batch},) * 4, tuple({0: batch} for _ in args[4:])), opset_version=OPSET,
+                              dynamic_shapes=(*({0: batch},) * len(STEP_INPUTS), tuple({0: batch} for _ in args[len(STEP_INPUTS):])), opset_version=OPSET,
                               dynamo=True, external_data=False)
         else:
             axes = {n: {0: "batch"} for n in names_in + names_out}

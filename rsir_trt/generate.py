@@ -210,7 +210,7 @@ def run_policy(runtime, admission: Admission, cfg: GenConfig, capacity: int, end
     """The generation policy on one runtime over the trajectories it takes from `admission`;
     results go into `trajectories` / `reasons` (by trajectory id); `ended(n)` counts them."""
     plan = admission.plan
-    rows = PrefixRows(runtime, admission, capacity, runtime.meta.max_len)
+    rows = PrefixRows(runtime, admission, capacity, runtime.meta.max_len, cfg.tau)
 
     def close(sel: np.ndarray, why: int, drop_last: np.ndarray | None = None) -> None:
         j = np.flatnonzero(sel)

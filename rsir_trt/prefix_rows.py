@@ -15,6 +15,8 @@ import threading
 
 import numpy as np
 
+from .runtime.base import remaining_seed_items
+
 
 class Admission:
     """The plan's trajectories handed out in order, whole seeds at a time, to every worker's
@@ -44,11 +46,12 @@ class Admission:
 
 
 class PrefixRows:
-    def __init__(self, runtime, admission: Admission, capacity: int, S: int):
+    def __init__(self, runtime, admission: Admission, capacity: int, S: int, tau: int):
         self.runtime, self.admission, self.B, self.S = runtime, admission, capacity, S
         runtime.allocate(capacity)
         self.traj = np.zeros((capacity, S), dtype=np.int64)   # per row
-        self.seeds = np.zeros((capacity, S), dtype=np.int64)
+        self.seeds = np.zeros((capacity, S), dtype=np.int64)  # the seed's items not in the trajectory, else 0
+        self.tau = np.full(capacity, tau, dtype=np.int64)
         self.length = np.zeros(capacity, dtype=np.int64)      # items in the trajectory
         self.fed = np.zeros(capacity, dtype=np.int64)         # items already in the cache
         self.n = 0
@@ -73,6 +76,7 @@ class PrefixRows:
         self.seeds[rows] = plan.seed_mat[plan.seed_of[t[first]]]
         self.length[rows] = plan.prefix[t[first]]
         self.traj[rows] = self.seeds[rows] * (np.arange(self.S)[None, :] < self.length[rows][:, None])
+        self.seeds[rows] = remaining_seed_items(self.seeds[rows], self.traj[rows])
         self.fed[rows] = 0
         self.tid, self.row = np.concatenate([self.tid, t]), np.concatenate([self.row, rows[inv]])
 
@@ -80,7 +84,7 @@ class PrefixRows:
         """Feed every row its next item; returns the engine's per-row outputs."""
         n = self.n
         pos = self.fed[:n].copy()
-        out = self.runtime.step(self.traj[np.arange(n), pos], pos, self.seeds[:n], self.traj[:n])
+        out = self.runtime.step(self.traj[np.arange(n), pos], pos, self.seeds[:n], self.traj[:n], self.tau[:n])
         self.fed[:n] += 1
         self.calls, self.rows_run = self.calls + 1, self.rows_run + n
         return out
@@ -101,6 +105,9 @@ class PrefixRows:
             self._copy(parent[branch], dest[branch])
             self.n += int(branch.sum())
         self.traj[dest, self.length[dest]] = pick
+        seeds = self.seeds[dest]
+        seeds[seeds == pick[:, None]] = 0
+        self.seeds[dest] = seeds
         self.length[dest] += 1
         self.row[g] = dest[inv]
 

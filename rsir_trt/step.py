@@ -7,14 +7,18 @@ integers per row (and the new cache rows) leave it; the B x V logits never do.
 Inputs (all int64):
   item [B]            last item of each trajectory
   pos [B]             its position (0-based); the cache holds positions < pos
-  seed_items [B, Ls]  the seed sequence's items, 0-padded
+  seed_items [B, Ls]  the seed's items not yet in the trajectory, 0 elsewhere (the
+                      caller keeps this up to date: 2,500 compares a row, cheaper on
+                      the host, incrementally, than in the graph)
   traj [B, S]         the trajectory so far, 0-padded (these items are masked)
+  tau [B]             the fidelity check's rank threshold
   cache...            past K/V buffers [B, H, S, dh] (SASRec) or states [B, D] (GRU4Rec)
 Outputs:
-  fidelity [B]        #{real items v: logit_v > max over remaining seed items};
-                      -1 when no seed item remains
+  fidelity [B]        min(tau, #{real items v: logit_v > max over remaining seed items});
+                      -1 when no seed item remains. The check passes iff it is < tau.
   best_seed_item [B]  argmax of the logits over the remaining seed items (exploit pick)
-  best_item [B]       argmax over all unused real items, 0 if none (explore pick)
+  best_item [B]       argmax over all unused real items, 0 if none (explore pick);
+                      exact where the check passes, 0 where it fails
   [topk_ids, topk_scores [B, k], seed_scores [B, Ls]]   only when topk > 0 (sampling)
   [logits [B, V]]     only when with_logits (parity tests)
   new cache rows      present.{i}.key/value [B, H, dh] or present_state.{i} [B, D]
@@ -24,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .engine_meta import HEAD_OUTPUTS, SAMPLING_OUTPUTS
+from .engine_meta import HEAD_OUTPUTS, SAMPLING_OUTPUTS, STEP_INPUTS
 
 
 BLOCK = 128   # logits columns are padded to a multiple of this (see first_argmax)
@@ -43,9 +47,11 @@ def first_argmax(x: torch.Tensor) -> torch.Tensor:
     return g * BLOCK + j
 
 
-def rsir_head(logits: torch.Tensor, seed_items: torch.Tensor, traj: torch.Tensor, topk: int = 0, n_pad: int = 0):
-    """logits [B, V + n_pad]: the last n_pad columns are zero-weight padding (logit exactly 0)
-    that widen the row to a multiple of BLOCK; they are masked and never counted."""
+def rsir_head(logits: torch.Tensor, seed_items: torch.Tensor, traj: torch.Tensor, topk: int = 0, n_pad: int = 0,
+              tau: torch.Tensor | None = None):
+    """The head over whole rows. logits [B, V + n_pad]: the last n_pad columns are
+    zero-weight padding (logit exactly 0) that widen the row to a multiple of BLOCK; they
+    are masked and never counted. Without `tau` the fidelity count is not capped."""
     # Written for ONNX Runtime's CPU kernels (profiled): each B x V pass costs as much as
     # the logits matmul, so there are four (scatter, compare, sum, block maxima), the
     # count is summed in float32 (int64 ReduceSum was 38% of the step; float32 counts are
@@ -63,15 +69,91 @@ def rsir_head(logits: torch.Tensor, seed_items: torch.Tensor, traj: torch.Tensor
     if n_pad:
         not_real = not_real + n_pad * (M[:, 0] < 0).to(logits.dtype)    # the pad columns' 0.0 logits
     above = (logits > M).to(logits.dtype).sum(dim=1) - not_real
+    if tau is not None:
+        above = torch.minimum(above, tau.to(logits.dtype))
     fidelity = torch.where(best_seed_score == neg_inf, torch.full_like(best_seed_score, -1), above).to(torch.int64)
     best_item = first_argmax(masked)
     best_score = masked.gather(1, best_item[:, None])[:, 0]
     best_item = torch.where(best_score == neg_inf, torch.zeros_like(best_item), best_item)
+    if tau is not None:   # defined where the check passes (as fast_head's)
+        best_item = torch.where((fidelity >= 0) & (fidelity < tau), best_item, torch.zeros_like(best_item))
     out = [fidelity, best_seed_item, best_item]
     if topk:
         scores, ids = masked.topk(topk, dim=1)
         out += [ids, scores, seed_scores]
     return out
+
+
+GATHER_BLOCKS = 16   # blocks fast_head gathers per row besides block 0; rows under a tau above 14 may need the whole row
+
+
+def fast_head(logits: torch.Tensor, seed_items: torch.Tensor, traj: torch.Tensor, tau: torch.Tensor, n_pad: int):
+    """rsir_head's greedy outputs (fidelity capped at tau, best_item where the check
+    passes) from a few BLOCK-column blocks of each row instead of the whole row: the
+    same values (tests/test_engine.py).
+
+    Only the block maxima read the whole row. The blocks that matter are those whose
+    maximum reaches M (the best remaining seed item's logit): every item above M is in
+    one, and so is the best unused item of a row that passes, since it is at least M (the
+    seed item itself is unused). A row that passes has at most tau - 1 items above M, so
+    with K >= tau + 1 slots its blocks all fit: the count over them is exact and so is
+    the pick. A row with more than K such blocks fails when at least tau + 2 of them
+    are above M (each holds an item above M; item 0 and the pad columns account for at
+    most two). The rest (many exact ties with M, or tau > K - 2) get rsir_head on their
+    whole rows. Slots left over hold a block below M, which can neither count nor win.
+    On ONNX Runtime's CPU kernels this replaces five passes over B x V (the masking
+    copy, compare, cast, sum, masked block maxima) with one."""
+    neg_inf = torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device)
+    B, width = logits.shape
+    nb = width // BLOCK
+    K = min(GATHER_BLOCKS, nb - 1)
+    block_max = logits.reshape(B, nb, BLOCK).amax(dim=2)                    # [B, nb]
+    # the exploit pick and M, from the remaining seed items (0 = none)
+    seed_scores = torch.where(seed_items > 0, logits.gather(1, seed_items), neg_inf)
+    best_seed_score, arg = seed_scores.max(dim=1)
+    best_seed_item = seed_items.gather(1, arg[:, None])[:, 0]
+    M = best_seed_score[:, None]
+    no_seed = best_seed_score == neg_inf
+    # block 0 and the blocks reaching M, ascending (so that the flat argmax below breaks
+    # ties on the lower item id, the first-index rule), in slots 0..K; slot K + 1 takes
+    # the blocks that do not fit and is dropped; block 0 is there for item 0's column,
+    # where every masked item that is not gathered is sent
+    block_ids = torch.arange(nb, device=logits.device).expand(B, nb)
+    reach = (block_max >= M) | (block_ids == 0)
+    n_reach = reach.to(logits.dtype).sum(dim=1)
+    n_above = (block_max > M).to(logits.dtype).sum(dim=1)
+    slot = torch.cumsum(reach.to(torch.int64), dim=1) - 1
+    slot = torch.where(reach & (slot <= K), slot, torch.full_like(slot, K + 1))
+    below = block_max.argmin(dim=1, keepdim=True)                            # fills slots left over
+    sel = below.expand(B, K + 2).scatter(1, slot, block_ids)[:, : K + 1]
+    G = logits.reshape(B * nb, BLOCK)[torch.arange(B, device=logits.device)[:, None] * nb + sel]  # [B, K + 1, BLOCK]
+    # the fidelity count, capped at tau
+    taus = tau.to(logits.dtype)
+    not_real = (logits[:, 0] > M[:, 0]).to(logits.dtype)                     # item 0
+    if n_pad:
+        not_real = not_real + n_pad * (M[:, 0] < 0).to(logits.dtype)        # the pad columns' 0.0 logits
+    count = (G > M[:, :, None]).to(logits.dtype).sum(dim=(1, 2)) - not_real
+    exact = n_reach <= K + 1
+    fidelity = torch.where(exact, torch.minimum(count, taus), taus)
+    known = exact | (n_above >= taus + 2) | no_seed
+    passes = (fidelity < taus) & ~no_seed                                    # exact rows only
+    # the explore pick: item 0, the trajectory's items and the pad columns masked
+    pad_ids = torch.arange(width - n_pad, width, dtype=traj.dtype, device=traj.device).expand(B, n_pad)
+    used = torch.cat([torch.zeros_like(traj[:, :1]), traj, pad_ids], dim=1)
+    slot_of = torch.full_like(sel[:, :1], K + 1).expand(B, nb).scatter(
+        1, sel, torch.arange(K + 1, device=logits.device).expand(B, K + 1))   # K + 1: not gathered
+    s = slot_of.gather(1, used // BLOCK)
+    col = torch.where(s <= K, s * BLOCK + used % BLOCK, torch.zeros_like(s))
+    masked = G.reshape(B, (K + 1) * BLOCK).scatter(1, col, neg_inf.expand(col.shape))
+    j = first_argmax(masked)
+    best_score = masked.gather(1, j[:, None])[:, 0]
+    best_item = sel.gather(1, (j // BLOCK)[:, None])[:, 0] * BLOCK + j % BLOCK
+    best_item = torch.where(passes & (best_score > neg_inf), best_item, torch.zeros_like(best_item))
+    fidelity = torch.where(no_seed, torch.full_like(fidelity, -1), fidelity).to(torch.int64)
+    # the rows the blocks do not settle: the whole-row head on just those rows
+    redo = (~known).nonzero()[:, 0]
+    fid2, _, best2 = rsir_head(logits[redo], seed_items[redo], traj[redo], 0, n_pad, tau[redo])
+    return [fidelity.index_put((redo,), fid2), best_seed_item, best_item.index_put((redo,), best2)]
 
 
 class DecodeStep(nn.Module):
@@ -96,19 +178,22 @@ class DecodeStep(nn.Module):
         return self._padded
 
     def input_names(self) -> list[str]:
-        return ["item", "pos", "seed_items", "traj"] + [n for n, _ in self.model.cache_shapes(1)]
+        return STEP_INPUTS + [n for n, _ in self.model.cache_shapes(1)]
 
     def output_names(self) -> list[str]:
         names = HEAD_OUTPUTS + (SAMPLING_OUTPUTS if self.topk else []) + (["logits"] if self.with_logits else [])
         return names + [n.replace("past_key_values", "present").replace("past_state", "present_state")
                         for n, _ in self.model.cache_shapes(1)]
 
-    def forward(self, item, pos, seed_items, traj, *cache):
+    def forward(self, item, pos, seed_items, traj, tau, *cache):
         h, rows = self.model.step(item, pos, list(cache))
         weight = self.padded_weight()
         n_pad = weight.shape[0] - self.model.item_weight.shape[0]
         logits = h @ weight.T
-        out = rsir_head(logits, seed_items, traj, self.topk, n_pad)
+        if self.topk or weight.shape[0] < 2 * BLOCK:   # sampling needs the whole rows' top-k
+            out = rsir_head(logits, seed_items, traj, self.topk, n_pad, tau)
+        else:
+            out = fast_head(logits, seed_items, traj, tau, n_pad)
         if self.with_logits:
             out.append(logits[:, : logits.shape[1] - n_pad])
         return tuple(out + rows)

@@ -1,5 +1,7 @@
 """Engine parity: the exported graph on ONNX Runtime vs the same step module in PyTorch,
 and cached stepping vs full recomputation."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -9,16 +11,17 @@ from rsir_trt.build import build_engine
 from rsir_trt.engine_meta import read_onnx_meta
 from rsir_trt.errors import RsirError
 from rsir_trt.runtime import open_runtime
-from rsir_trt.step import DecodeStep
+from rsir_trt.runtime.base import remaining_seed_items
+from rsir_trt.step import DecodeStep, rsir_head
 
 
-def _export_with_logits(ckpt, tmp_path):
+def _export_with_logits(ckpt, tmp_path, topk=10):
     from rsir_trt.engine_meta import EngineMeta
     from rsir_trt.export import export_onnx
     model, payload = checkpoint.load_model(ckpt)
     meta = EngineMeta(backend="onnxruntime", model=payload["model"], weights_hash=payload["weights_hash"],
-                      item_tokens=payload["item_tokens"], topk=10, with_logits=True)
-    path = tmp_path / "debug.onnx"
+                      item_tokens=payload["item_tokens"], topk=topk, with_logits=True)
+    path = tmp_path / f"debug-{topk}.onnx"
     export_onnx(model, path, meta)
     return model, path
 
@@ -40,55 +43,74 @@ def _ambiguous(logits, seeds, traj):
     return near_m | near_best | near_seed
 
 
-def _check_parity(ckpt, tmp_path, batches, seed=0):
-    model, path = _export_with_logits(ckpt, tmp_path)
+def _check_parity(ckpt, tmp_path, batches, seed=0, topk=10):
+    """topk=10: the sampling engine (whole-row head); topk=0: the greedy engine (fast_head)."""
+    model, path = _export_with_logits(ckpt, tmp_path, topk)
     ort_rt = open_runtime(path, "onnxruntime")
-    step = DecodeStep(model, topk=10, with_logits=True)
+    step = DecodeStep(model, topk=topk, with_logits=True)
+    n_head = 6 if topk else 3
     V, S = model.config.num_items, model.config.max_len
     rng = np.random.default_rng(seed)
-    n_ties = n_rows = 0
+    n_ties = n_rows = n_pass = 0
     for B in batches:
         seqs = rng.integers(1, V, size=(B, S))
         seeds = np.zeros((B, S), dtype=np.int64)
         seeds[:, :10] = rng.integers(1, V, size=(B, 10))
+        seeds[: B // 2, :5] = seqs[: B // 2, :5]   # half the rows have used seed items, and rows that pass
+        tau = np.full(B, 10)
+        tau[1::3] = 3
         with torch.no_grad():
             full_logits = model.encode(torch.from_numpy(seqs)) @ model.item_weight.T  # [B, S, V]
+        for b in range(B // 2):   # the model's own picks (distinct, as a seed's items): rows that pass
+            picks = [int(i) for i in full_logits[b, :10, 1:].argmax(-1) + 1 if int(i) not in seeds[b]]
+            picks = list(dict.fromkeys(picks))
+            seeds[b, 10:10 + len(picks)] = picks
         ort_rt.allocate(B)
         cache = [torch.zeros(s) for _, s in model.cache_shapes(B)]
         for t in range(S):
             item, pos = seqs[:, t].copy(), np.full(B, t, dtype=np.int64)
             traj = np.where(np.arange(S)[None] <= t, seqs, 0)
-            got = ort_rt.run(item, pos, seeds, traj)
+            rest = remaining_seed_items(seeds, traj)
+            got = ort_rt.run(item, pos, rest, traj, tau)
             with torch.no_grad():
-                ref = step(*(torch.from_numpy(a) for a in (item, pos, seeds, traj)), *cache)
-            rows = ref[7:]
+                ref = step(*(torch.from_numpy(a) for a in (item, pos, rest, traj, tau)), *cache)
+            rows = ref[n_head + 1:]
             if model.cache_kind == "kv":
                 for buf, row in zip(cache, rows):
                     buf[torch.arange(B), :, t] = row
             else:
                 cache = list(rows)
-            logits = ref[6].numpy()
-            assert np.abs(got[6] - logits).max() < 1e-4, f"B={B} t={t}: logits differ"
+            logits = ref[n_head].numpy()
+            assert np.abs(got[n_head] - logits).max() < 1e-4, f"B={B} t={t}: logits differ"
             assert np.abs(logits - full_logits[:, t].numpy()).max() < 1e-4, f"B={B} t={t}: cache != full"
             tie = _ambiguous(logits, seeds, traj)
             n_ties += tie.sum()
             n_rows += B
             for i, name in enumerate(["fidelity", "best_seed_item", "best_item"]):
                 assert np.array_equal(got[i][~tie], ref[i].numpy()[~tie]), f"B={B} t={t}: {name} differs"
-            assert np.abs(got[4] - ref[4].numpy()).max() < 1e-4  # top-k scores
+            # the head against its definition over the whole row (rsir_head on the logits)
+            want = rsir_head(torch.from_numpy(logits), torch.from_numpy(rest), torch.from_numpy(traj), tau=torch.from_numpy(tau))
+            for i, name in enumerate(["fidelity", "best_seed_item", "best_item"]):
+                assert np.array_equal(ref[i].numpy(), want[i].numpy()), f"B={B} t={t}: {name} is not rsir_head's"
+            n_pass += int(((ref[0].numpy() >= 0) & (ref[0].numpy() < tau)).sum())
+            if topk:
+                assert np.abs(got[4] - ref[4].numpy()).max() < 1e-4  # top-k scores
     # briefly trained models on random inputs have crowded logits (15% near-ties on
     # Beauty after one epoch); the exact comparison must still cover most rows
     assert n_ties / n_rows < 0.25, f"{n_ties} of {n_rows} rows are near-ties"
+    assert n_pass > n_rows // 20, f"only {n_pass} of {n_rows} rows pass the check: best_item barely tested"
 
 
+@pytest.mark.parametrize("topk", [0, 10])
 @pytest.mark.parametrize("kind", ["sasrec", "gru4rec"])
-def test_onnxruntime_matches_torch_every_position(kind, sasrec_ckpt, gru_ckpt, tmp_path):
-    _check_parity({"sasrec": sasrec_ckpt, "gru4rec": gru_ckpt}[kind], tmp_path, batches=(1, 3, 64))
+def test_onnxruntime_matches_torch_every_position(kind, topk, sasrec_ckpt, gru_ckpt, tmp_path):
+    _check_parity({"sasrec": sasrec_ckpt, "gru4rec": gru_ckpt}[kind], tmp_path, batches=(1, 3, 64), topk=topk)
 
 
+@pytest.mark.parametrize("topk", [0, 10])
 @pytest.mark.parametrize("kind", ["sasrec", "gru4rec"])
-def test_onnxruntime_matches_torch_on_beauty_vocabulary(kind, beauty_ckpts, tmp_path):
-    _check_parity(beauty_ckpts[kind], tmp_path, batches=(1, 512))
+def test_onnxruntime_matches_torch_on_beauty_vocabulary(kind, topk, beauty_ckpts, tmp_path):
+    _check_parity(beauty_ckpts[kind], tmp_path, batches=(1, 512), topk=topk)
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
@@ -157,6 +179,11 @@ def test_engine_file_errors(sasrec_ckpt, tmp_path):
     onnx.save(proto, str(tmp_path / "foreign.onnx"))
     with pytest.raises(RsirError, match="no rsir-trt metadata"):
         open_runtime(tmp_path / "foreign.onnx")
+    proto.metadata_props.add(key="rsir_trt", value=json.dumps({**read_onnx_meta(tmp_path / "e.onnx").to_dict(),
+                                                               "format": "rsir-trt/engine/1"}))
+    onnx.save(proto, str(tmp_path / "old.onnx"))   # an engine of an older contract: rebuild, never misread
+    with pytest.raises(RsirError, match="engine format rsir-trt/engine/1 is not .* rebuild it"):
+        open_runtime(tmp_path / "old.onnx")
     with pytest.raises(RsirError, match="cannot run on the tensorrt backend"):
         open_runtime(tmp_path / "e.onnx", "tensorrt")
     with pytest.raises(RsirError, match="cannot run on the onnxruntime backend"):
@@ -227,3 +254,61 @@ def test_gpu_providers_run_fp32_without_tf32():
     assert session_providers("cpu") == ["CPUExecutionProvider"]
     assert session_providers("cuda") == [("CUDAExecutionProvider", {"use_tf32": "0"}), "CPUExecutionProvider"]
     assert session_providers("tensorrt") == ["TensorrtExecutionProvider", "CPUExecutionProvider"]
+
+
+def test_fast_head_equals_the_whole_row_head():
+    """fast_head reads a few vocabulary blocks per row; its outputs must equal rsir_head's
+    on every row: exact ties (rounded logits), crowded logits, trajectories that hold the
+    best items, seeds with every score below 0 (the pad columns' 0.0 logits above M),
+    vocabularies of 3, 14 and 95 blocks, and taus that send rows to its whole-row path."""
+    import rsir_trt.step as step
+    from rsir_trt.step import BLOCK, GATHER_BLOCKS, fast_head
+    redone = []
+    whole_row = step.rsir_head
+
+    def spy(logits, *args, **kw):
+        redone.append(logits.shape[0])
+        return whole_row(logits, *args, **kw)
+    g = torch.Generator().manual_seed(0)
+    for trial in range(12):
+        V = [300, 1683, 12103][trial % 3]
+        B, S = 96, 50
+        n_pad = -V % BLOCK
+        logits = torch.randn(B, V, generator=g)
+        if trial % 4 == 0:
+            logits = logits.round(decimals=1)                      # exact ties, across and inside blocks
+        if trial % 4 == 1:
+            logits = logits * 0.01                                 # crowded
+        seeds = torch.randint(1, V, (B, S), generator=g) * (torch.arange(S) < torch.randint(2, S, (B, 1), generator=g))
+        traj = torch.where(torch.arange(S) < torch.randint(1, S, (B, 1), generator=g), torch.randint(1, V, (B, S), generator=g), 0)
+        traj[:, :3] = seeds[:, :3].clamp(min=1)
+        traj[:20, :40] = logits.topk(40, dim=1).indices[:20]       # the best items are used
+        traj[:20, 40:] = 0
+        seeds[20:30, 5:] = logits.topk(S - 5, dim=1).indices[20:30]  # rows that pass the check
+        logits[:6] -= 5.0                                          # every seed score below 0
+        rest = torch.from_numpy(remaining_seed_items(seeds.numpy(), traj.numpy()))
+        padded = torch.cat([logits, torch.zeros(B, n_pad)], 1)
+        for t in (1, 3, 10, 14, 20, V):
+            tau = torch.full((B,), t)
+            tau[::7] = 2
+            redone.clear()
+            step.rsir_head = spy
+            try:
+                got = fast_head(padded, rest, traj, tau, n_pad)
+            finally:
+                step.rsir_head = whole_row
+            want = whole_row(padded, rest, traj, 0, n_pad, tau)
+            for w, o, name in zip(want, got, ["fidelity", "best_seed_item", "best_item"]):
+                assert torch.equal(w, o), (trial, V, t, name)
+            assert ((want[0] >= 0) & (want[0] < tau)).any()        # some rows pass: best_item is compared
+            if t == V and V > (GATHER_BLOCKS + 1) * BLOCK:
+                assert redone[0] > 0                               # the whole-row path ran, and agreed
+    # the same semantics as before the tau cap: uncapped counts, capped at tau
+    full = whole_row(padded, seeds, traj, 0, n_pad)
+    assert torch.equal(torch.minimum(full[0], tau), want[0])
+
+
+def test_remaining_seed_items():
+    seeds = np.array([[5, 7, 5, 9, 0], [1, 2, 3, 0, 0]])
+    traj = np.array([[5, 8, 0], [0, 0, 0]])
+    assert remaining_seed_items(seeds, traj).tolist() == [[0, 7, 0, 9, 0], [1, 2, 3, 0, 0]]

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from rsir_trt.build import build_engine, resolve_backend
+from rsir_trt.engine_meta import FORMAT
 from rsir_trt.errors import RsirError
 from rsir_trt.runtime.tensorrt_rt import apply_precision, onnx_input_shapes, precision_plan, profile_shapes
 
@@ -66,7 +67,7 @@ def test_without_tensorrt_the_error_is_one_clear_line(sasrec_ckpt, tmp_path):
     plan.write_bytes(b"\0" * 16)
     with pytest.raises(RsirError, match="metadata file .* is missing"):
         open_runtime(plan)
-    (tmp_path / "x.plan.json").write_text(json.dumps({"format": "rsir-trt/engine/1", "backend": "tensorrt",
+    (tmp_path / "x.plan.json").write_text(json.dumps({"format": FORMAT, "backend": "tensorrt",
                                                        "model": {}, "weights_hash": "x", "item_tokens": []}))
     with pytest.raises(RsirError, match="TensorRT is not installed"):
         open_runtime(plan)

@@ -22,6 +22,15 @@ class StepOut:
     seed_scores: np.ndarray | None = None  # [B, Ls]
 
 
+def remaining_seed_items(seed_items: np.ndarray, traj: np.ndarray) -> np.ndarray:
+    """The engine's seed_items input: each row's seed items that are not in its trajectory, 0 elsewhere."""
+    out = seed_items.copy()
+    for k in range(int((traj > 0).sum(axis=1).max(initial=0))):   # trajectories are 0-padded on the right
+        item = traj[:, k:k + 1]
+        out[(out == item) & (item > 0)] = 0
+    return out
+
+
 class Runtime:
     name = "base"
     meta: EngineMeta
@@ -46,8 +55,9 @@ class Runtime:
     def allocate(self, batch: int) -> None:
         raise NotImplementedError
 
-    def step(self, item, pos, seed_items, traj) -> StepOut:
-        """All arguments int64 numpy arrays for the first n <= B rows."""
+    def step(self, item, pos, seed_items, traj, tau) -> StepOut:
+        """All arguments int64 numpy arrays for the first n <= B rows (seed_items: the
+        remaining ones, see remaining_seed_items)."""
         raise NotImplementedError
 
     def head(self, outs: list[np.ndarray]) -> StepOut:

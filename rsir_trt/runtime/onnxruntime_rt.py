@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine_meta import read_onnx_meta
+from ..engine_meta import STEP_INPUTS, read_onnx_meta
 from ..errors import RsirError
 from ..system import cpu_threads
 from .base import Runtime, StepOut
@@ -59,7 +59,7 @@ class OnnxRuntime(Runtime):
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.cache: list[np.ndarray] = []
         self._workers: dict[int, list[OnnxRuntime]] = {}
-        self.cache_shapes = [tuple(i.shape[1:]) for i in self.session.get_inputs()[4:]]
+        self.cache_shapes = [tuple(i.shape[1:]) for i in self.session.get_inputs()[len(STEP_INPUTS):]]
 
     def workers(self, k: int) -> list["OnnxRuntime"]:
         if k == 1:
@@ -71,15 +71,15 @@ class OnnxRuntime(Runtime):
     def allocate(self, batch: int) -> None:
         self.cache = [np.zeros((batch, *s), dtype=np.float32) for s in self.cache_shapes]
 
-    def run(self, item, pos, seed_items, traj) -> list[np.ndarray]:
+    def run(self, item, pos, seed_items, traj, tau) -> list[np.ndarray]:
         n = len(item)
-        feed = dict(zip(self.inputs, (item, pos, seed_items, traj, *(c[:n] for c in self.cache))))
+        feed = dict(zip(self.inputs, (item, pos, seed_items, traj, tau, *(c[:n] for c in self.cache))))
         out = self.session.run(None, feed)
         self.write_rows(out[self.n_head:], np.arange(n), pos)
         return out[: self.n_head]
 
-    def step(self, item, pos, seed_items, traj) -> StepOut:
-        out = self.run(item, pos, seed_items, traj)
+    def step(self, item, pos, seed_items, traj, tau) -> StepOut:
+        out = self.run(item, pos, seed_items, traj, tau)
         return self.head(out)
 
     def describe(self) -> dict:

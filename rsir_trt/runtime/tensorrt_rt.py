@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_path
-from ..engine_meta import EngineMeta, read_plan_meta, sidecar
+from ..engine_meta import STEP_INPUTS, EngineMeta, read_plan_meta, sidecar
 from ..errors import RsirError
 from ..step import io_names
 from .base import Runtime, StepOut
@@ -156,15 +156,15 @@ class TensorRTRuntime(Runtime):
         t = self.torch
         with t.cuda.stream(self.stream):
             self.cache = [t.zeros((batch, *tuple(self.engine.get_tensor_shape(n))[1:]), dtype=self.dtypes[n],
-                                  device=self.dev) for n in self.inputs[4:]]
+                                  device=self.dev) for n in self.inputs[len(STEP_INPUTS):]]
 
-    def step(self, item, pos, seed_items, traj) -> StepOut:
+    def step(self, item, pos, seed_items, traj, tau) -> StepOut:
         t, ctx = self.torch, self.context
         B = len(item)
         # copies, outputs and the run all on one stream, so the engine never reads an
         # input before its copy has landed
         with t.cuda.stream(self.stream):
-            ins = [t.from_numpy(a).to(self.dev) for a in (item, pos, seed_items, traj)] + [c[:B] for c in self.cache]
+            ins = [t.from_numpy(a).to(self.dev) for a in (item, pos, seed_items, traj, tau)] + [c[:B] for c in self.cache]
             outs = []
             for name, tensor in zip(self.inputs, ins):
                 ctx.set_input_shape(name, tuple(tensor.shape))
