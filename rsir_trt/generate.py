@@ -122,15 +122,15 @@ class GenResult:
     stats: dict
 
 
-def finish(data: SequenceData, cfg: GenConfig, plan: Plan, trajectories: list, reasons: np.ndarray,
-           seconds: float, iteration: int, runtime: dict) -> GenResult:
-    """Keep length >= min_len, drop exact duplicates (first kept), count everything."""
+def finish(data: SequenceData, cfg: GenConfig, plan: Plan, trajectories: list, lengths: np.ndarray,
+           reasons: np.ndarray, seconds: float, iteration: int, runtime: dict) -> GenResult:
+    """Keep length >= min_len, drop exact duplicates (first kept), count everything.
+    trajectories[t] is needed only where lengths[t] >= min_len (most are shorter: None)."""
     out = Synthetic()
     seen = set()
     dupes = 0
-    for tid, seq in enumerate(trajectories):
-        if len(seq) < cfg.min_len:
-            continue
+    for tid in np.flatnonzero(lengths >= cfg.min_len).tolist():
+        seq = trajectories[tid]
         key = seq.tobytes()
         if key in seen:
             dupes += 1
@@ -140,12 +140,12 @@ def finish(data: SequenceData, cfg: GenConfig, plan: Plan, trajectories: list, r
         out.seed_user.append(int(plan.seed_user[plan.seed_of[tid]]))
         out.iteration.append(iteration)
     lens = np.array([len(s) for s in out.sequences]) if out.sequences else np.zeros(1)
-    generated = int(sum(len(t) for t in trajectories) - plan.prefix.sum())
+    generated = int(lengths.sum() - plan.prefix.sum())
     n_users, n_items = len(data.users), data.num_items - 1
     real = int(sum(len(s) for s in data.training_set()))
     new = int(sum(len(s) for s in out.sequences))
     stats = {
-        "trajectories": plan.n, "kept": len(out), "too_short": int(sum(len(t) < cfg.min_len for t in trajectories)),
+        "trajectories": plan.n, "kept": len(out), "too_short": int((lengths < cfg.min_len).sum()),
         "duplicates": dupes, "stop_reasons": {r: int((reasons == i).sum()) for i, r in enumerate(STOP_REASONS)},
         "mean_len": round(float(lens.mean()), 2), "max_len": int(lens.max()),
         "new_interactions": new, "generated_items": generated,
@@ -182,6 +182,7 @@ def generate(runtime, data: SequenceData, cfg: GenConfig, iteration: int = 1, pr
     capacity = max(1, min(cfg.batch_size // len(runtimes), plan.n))
     admission = Admission(plan, S, share=cfg.share_rows)
     trajectories: list = [None] * plan.n
+    lengths = np.zeros(plan.n, dtype=np.int64)
     reasons = np.full(plan.n, -1, dtype=np.int64)
     lock, done = threading.Lock(), [0]
 
@@ -192,23 +193,24 @@ def generate(runtime, data: SequenceData, cfg: GenConfig, iteration: int = 1, pr
                 progress(done[0], plan.n)
 
     def work(rt):
-        return run_policy(rt, admission, cfg, capacity, ended, trajectories, reasons)
+        return run_policy(rt, admission, cfg, capacity, ended, trajectories, lengths, reasons)
     if len(runtimes) == 1:
         runs = [work(runtimes[0])]
     else:
         with ThreadPoolExecutor(len(runtimes)) as pool:
             runs = list(pool.map(work, runtimes))
     seconds = time.perf_counter() - start
-    result = finish(data, cfg, plan, trajectories, reasons, seconds, iteration, runtime.describe())
+    result = finish(data, cfg, plan, trajectories, lengths, reasons, seconds, iteration, runtime.describe())
     result.stats.update(engine_calls=sum(r.calls for r in runs), engine_rows=sum(r.rows_run for r in runs),
                         workers=len(runtimes))
     return result
 
 
 def run_policy(runtime, admission: Admission, cfg: GenConfig, capacity: int, ended, trajectories: list,
-               reasons: np.ndarray) -> PrefixRows:
+               lengths: np.ndarray, reasons: np.ndarray) -> PrefixRows:
     """The generation policy on one runtime over the trajectories it takes from `admission`;
-    results go into `trajectories` / `reasons` (by trajectory id); `ended(n)` counts them."""
+    results go into `trajectories` (those long enough to keep) / `lengths` / `reasons` (by
+    trajectory id); `ended(n)` counts them."""
     plan = admission.plan
     rows = PrefixRows(runtime, admission, capacity, runtime.meta.max_len, cfg.tau)
 
@@ -218,10 +220,12 @@ def run_policy(runtime, admission: Admission, cfg: GenConfig, capacity: int, end
             return
         r, t = rows.row[j], rows.tid[j]
         k = rows.length[r] - (drop_last[j] if drop_last is not None else 0)
-        block = rows.traj[r, : k.max()]   # one copy; each trajectory keeps a view of its row
-        for tt, seq, kk in zip(t.tolist(), block, k.tolist()):
-            trajectories[tt] = seq[:kk]
-        reasons[t] = why
+        lengths[t], reasons[t] = k, why
+        long = k >= cfg.min_len   # about one in ten: the rest are only counted
+        if long.any():
+            block = rows.traj[r[long], : k[long].max()]   # one copy; each trajectory keeps a view of its row
+            for tt, seq, kk in zip(t[long].tolist(), block, k[long].tolist()):
+                trajectories[tt] = seq[:kk]
 
     rows.admit()
     while len(rows.tid):

@@ -53,8 +53,9 @@ class ReferenceRuntime:
                 active = still
             if progress:
                 progress(ids[-1] + 1, plan.n)
-        return finish(data, cfg, plan, trajectories, reasons, time.perf_counter() - start, iteration,
-                      self.describe())
+        seconds = time.perf_counter() - start
+        lengths = np.array([len(t) for t in trajectories], dtype=np.int64)
+        return finish(data, cfg, plan, trajectories, lengths, reasons, seconds, iteration, self.describe())
 
     @staticmethod
     def _step(t, traj, seed, logits, plan, cfg):
