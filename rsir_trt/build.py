@@ -32,6 +32,17 @@ def engine_path(stem: Path, backend: str) -> Path:
     return Path(stem).with_suffix(SUFFIX[resolve_backend(backend)])
 
 
+def engine_is_current(path: Path) -> bool:
+    """Whether this rsir-trt can run the engine file (not one of an older format, a missing
+    or an unreadable file)."""
+    from .engine_meta import read_onnx_meta, read_plan_meta
+    try:
+        (read_plan_meta if Path(path).suffix == ".plan" else read_onnx_meta)(Path(path))
+        return True
+    except RsirError:
+        return False
+
+
 def build_engine(ckpt: Path, stem: Path, backend: str = "auto", topk: int = 0, precision: str = "fp32",
                  batch: tuple[int, int, int] = (1, 256, 4096), dynamo: bool = False) -> dict:
     """Export (and for TensorRT compile) the checkpoint's decode step; returns a summary."""

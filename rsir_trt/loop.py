@@ -159,15 +159,19 @@ class Run:
 
     def export_step(self, k: int) -> None:
         step = f"iter{k}/export"
-        if step in self.done:
-            return
         if self.cfg.backend in ("torch", "reference"):  # these run the checkpoint itself
             return
-        from .build import build_engine
+        from .build import build_engine, engine_is_current, engine_path
+        if step in self.done:
+            if f"iter{k}/generate" in self.done or engine_is_current(engine_path(self.it(k) / "engine", self.cfg.backend)):
+                return
+            # an engine is derived from the checkpoint alone: rebuilding it changes no result
+            self.log(f"iter {k}: the engine is of an older rsir-trt (or unreadable): rebuilding it")
         build_engine(self.it(k) / f"{self.cfg.teacher}.pt", self.it(k) / "engine", backend=self.cfg.backend,
                      topk=GenConfig(**self.cfg.gen).sample_topk)
         fault.point(step)
-        self.mark(step)
+        if step not in self.done:
+            self.mark(step)
 
     def generate_step(self, k: int, data: SequenceData) -> None:
         step = f"iter{k}/generate"

@@ -185,3 +185,23 @@ def test_seeds_run_as_their_standalone_loops_and_are_compared(reference_run, tmp
     bad = cli([*SEEDLESS, "--seeds", "3,4", "--tau", "5", "--branch-from", str(tmp_path), "--out", str(tmp_path / "b")])
     assert bad.returncode == 2 and "seed-3: not a run directory" in bad.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_a_resumed_run_rebuilds_an_engine_of_an_older_format(reference_run, tmp_path):
+    """A run killed after its export and resumed by a newer rsir-trt whose engine contract
+    changed: the engine is rebuilt from the checkpoint and nothing else changes."""
+    import shutil
+    import onnx
+    run = tmp_path / "old"
+    shutil.copytree(reference_run, run)
+    engine = run / "iter0" / "engine.onnx"
+    proto = onnx.load(str(engine))
+    meta = json.loads(proto.metadata_props[0].value)
+    proto.metadata_props[0].value = json.dumps({**meta, "format": "rsir-trt/engine/1"})
+    onnx.save(proto, str(engine))
+    (run / "state.json").write_text(json.dumps({"done": ["iter0/train-sasrec", "iter0/export"]}))
+    r = cli([*ARGS, "--out", str(run), "--resume"])
+    assert r.returncode == 0, r.stderr
+    assert "older rsir-trt" in r.stdout
+    assert json.loads(onnx.load(str(engine)).metadata_props[0].value)["format"] != "rsir-trt/engine/1"
+    assert fingerprint(run) == fingerprint(reference_run)
