@@ -6,10 +6,22 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 
 from .errors import RsirError
+
+
+def _umask() -> int:
+    mask = os.umask(0)   # the only way to read it is to set it: done once, at import
+    os.umask(mask)
+    return mask
+
+
+# a temp file is made 0600; the file it becomes gets the mode a plain open() would give
+# it (or keeps the mode of the file it replaces), so outputs stay readable as usual
+NEW_FILE_MODE = 0o666 & ~_umask()
 
 
 def make_dir(path: Path, label: str = "") -> Path:
@@ -50,6 +62,7 @@ def atomic_path(path: str | os.PathLike):
         yield Path(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode) if path.exists() else NEW_FILE_MODE)
         os.replace(tmp, path)
     except OSError as e:
         with contextlib.suppress(FileNotFoundError):
