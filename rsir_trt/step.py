@@ -32,6 +32,7 @@ from .engine_meta import HEAD_OUTPUTS, SAMPLING_OUTPUTS, STEP_INPUTS
 
 
 BLOCK = 128   # logits columns are padded to a multiple of this (see first_argmax)
+COUNT = torch.float32   # counts are summed in float32, exact below 2^24, whatever the logits' dtype (fp16 is not above 2,048)
 
 
 def first_argmax(x: torch.Tensor) -> torch.Tensor:
@@ -65,13 +66,13 @@ def rsir_head(logits: torch.Tensor, seed_items: torch.Tensor, traj: torch.Tensor
     best_seed_score, arg = seed_scores.max(dim=1)
     best_seed_item = seed_items.gather(1, arg[:, None])[:, 0]
     M = best_seed_score[:, None]
-    not_real = (logits[:, :1] > M).to(logits.dtype)[:, 0]               # item 0
+    not_real = (logits[:, :1] > M).to(COUNT)[:, 0]               # item 0
     if n_pad:
-        not_real = not_real + n_pad * (M[:, 0] < 0).to(logits.dtype)    # the pad columns' 0.0 logits
-    above = (logits > M).to(logits.dtype).sum(dim=1) - not_real
+        not_real = not_real + n_pad * (M[:, 0] < 0).to(COUNT)    # the pad columns' 0.0 logits
+    above = (logits > M).to(COUNT).sum(dim=1) - not_real
     if tau is not None:
-        above = torch.minimum(above, tau.to(logits.dtype))
-    fidelity = torch.where(best_seed_score == neg_inf, torch.full_like(best_seed_score, -1), above).to(torch.int64)
+        above = torch.minimum(above, tau.to(COUNT))
+    fidelity = torch.where(best_seed_score == neg_inf, torch.full_like(above, -1), above).to(torch.int64)
     best_item = first_argmax(masked)
     best_score = masked.gather(1, best_item[:, None])[:, 0]
     best_item = torch.where(best_score == neg_inf, torch.zeros_like(best_item), best_item)
@@ -120,19 +121,19 @@ def fast_head(logits: torch.Tensor, seed_items: torch.Tensor, traj: torch.Tensor
     # where every masked item that is not gathered is sent
     block_ids = torch.arange(nb, device=logits.device).expand(B, nb)
     reach = (block_max >= M) | (block_ids == 0)
-    n_reach = reach.to(logits.dtype).sum(dim=1)
-    n_above = (block_max > M).to(logits.dtype).sum(dim=1)
+    n_reach = reach.to(COUNT).sum(dim=1)
+    n_above = (block_max > M).to(COUNT).sum(dim=1)
     slot = torch.cumsum(reach.to(torch.int64), dim=1) - 1
     slot = torch.where(reach & (slot <= K), slot, torch.full_like(slot, K + 1))
     below = block_max.argmin(dim=1, keepdim=True)                            # fills slots left over
     sel = below.expand(B, K + 2).scatter(1, slot, block_ids)[:, : K + 1]
     G = logits.reshape(B * nb, BLOCK)[torch.arange(B, device=logits.device)[:, None] * nb + sel]  # [B, K + 1, BLOCK]
     # the fidelity count, capped at tau
-    taus = tau.to(logits.dtype)
-    not_real = (logits[:, 0] > M[:, 0]).to(logits.dtype)                     # item 0
+    taus = tau.to(COUNT)
+    not_real = (logits[:, 0] > M[:, 0]).to(COUNT)                     # item 0
     if n_pad:
-        not_real = not_real + n_pad * (M[:, 0] < 0).to(logits.dtype)        # the pad columns' 0.0 logits
-    count = (G > M[:, :, None]).to(logits.dtype).sum(dim=(1, 2)) - not_real
+        not_real = not_real + n_pad * (M[:, 0] < 0).to(COUNT)        # the pad columns' 0.0 logits
+    count = (G > M[:, :, None]).to(COUNT).sum(dim=(1, 2)) - not_real
     exact = n_reach <= K + 1
     fidelity = torch.where(exact, torch.minimum(count, taus), taus)
     known = exact | (n_above >= taus + 2) | no_seed
