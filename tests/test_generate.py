@@ -25,8 +25,9 @@ def engines(sasrec_ckpt, kang_ckpt, gru_ckpt, tmp_path_factory):
     d = tmp_path_factory.mktemp("engines")
     ckpts = {"sasrec": sasrec_ckpt, "sasrec-kang": kang_ckpt, "gru4rec": gru_ckpt}
     for kind, ckpt in ckpts.items():
-        build_engine(ckpt, d / kind, "onnxruntime", topk=8)
-    return {kind: (ckpt, d / f"{kind}.onnx") for kind, ckpt in ckpts.items()}
+        build_engine(ckpt, d / kind, "onnxruntime", topk=8)                 # sampling: the whole-row head
+        build_engine(ckpt, d / f"{kind}-greedy", "onnxruntime")             # greedy: fast_head
+    return {name: (ckpt, d / f"{name}.onnx") for kind, ckpt in ckpts.items() for name in (kind, f"{kind}-greedy")}
 
 
 @pytest.mark.parametrize("kind", ["sasrec", "sasrec-kang", "gru4rec"])
@@ -36,7 +37,7 @@ def engines(sasrec_ckpt, kang_ckpt, gru_ckpt, tmp_path_factory):
     dict(keep_failing=True, tau=3, p=0.3),
 ])
 def test_all_runtimes_produce_the_same_dataset(kind, settings, engines, ml100k):
-    ckpt, onnx = engines[kind]
+    ckpt, onnx = engines[kind if settings.get("sample_topk") else f"{kind}-greedy"]
     data = subset(ml100k, 120)
     cfg = dict(m=3, seed=7, batch_size=50, **settings)
     ref = run(ckpt, "reference", data, **cfg)
@@ -46,16 +47,18 @@ def test_all_runtimes_produce_the_same_dataset(kind, settings, engines, ml100k):
     assert run(onnx, "onnxruntime", data, **cfg).stats["stop_reasons"] == ref.stats["stop_reasons"]
 
 
-def test_beauty_subset_onnxruntime_equals_reference(beauty_ckpts, beauty_small, tmp_path):
+@pytest.mark.parametrize("tau", [10, 40])   # 40: fast_head hands many rows to its whole-row path
+def test_beauty_subset_onnxruntime_equals_reference(tau, beauty_ckpts, beauty_small, tmp_path):
     build_engine(beauty_ckpts["sasrec"], tmp_path / "b", "onnxruntime")
     data = subset(beauty_small, 300)
-    ref = run(beauty_ckpts["sasrec"], "reference", data, m=2, batch_size=128)
-    got = run(tmp_path / "b.onnx", "onnxruntime", data, m=2, batch_size=128)
+    ref = run(beauty_ckpts["sasrec"], "reference", data, m=2, batch_size=128, tau=tau)
+    got = run(tmp_path / "b.onnx", "onnxruntime", data, m=2, batch_size=128, tau=tau)
+    assert ref.stats["kept"] >= 5
     assert as_bytes(got) == as_bytes(ref)
 
 
 def test_deterministic_and_independent_of_batching(engines, ml100k):
-    _, onnx = engines["sasrec"]
+    _, onnx = engines["sasrec-greedy"]
     a = run(onnx, "onnxruntime", ml100k, m=2, seed=3, batch_size=256)
     b = run(onnx, "onnxruntime", ml100k, m=2, seed=3, batch_size=37)
     c = run(onnx, "onnxruntime", ml100k, m=2, seed=4, batch_size=256)
@@ -65,7 +68,7 @@ def test_deterministic_and_independent_of_batching(engines, ml100k):
 
 @pytest.mark.parametrize("settings", [dict(), dict(sample_topk=8, temperature=0.7, start="prefix")])
 def test_independent_of_the_number_of_workers(settings, engines, ml100k):
-    ckpt, onnx = engines["sasrec"]
+    ckpt, onnx = engines["sasrec" if settings.get("sample_topk") else "sasrec-greedy"]
     cfg = dict(m=3, seed=5, batch_size=64, **settings)
     one = run(onnx, "onnxruntime", ml100k, workers=1, **cfg)
     assert one.stats["workers"] == 1 and one.stats["kept"] > 50
