@@ -48,6 +48,13 @@ def first_argmax(x: torch.Tensor) -> torch.Tensor:
     return g * BLOCK + j
 
 
+def non_items_above(logits: torch.Tensor, M: torch.Tensor, n_pad: int) -> torch.Tensor:
+    """[B]: how many columns that are no items lie above M [B, 1]: item 0, and the n_pad
+    pad columns, whose logits are exactly 0. Counts over columns subtract these."""
+    out = (logits[:, 0] > M[:, 0]).to(COUNT)
+    return out + n_pad * (M[:, 0] < 0).to(COUNT) if n_pad else out
+
+
 def rsir_head(logits: torch.Tensor, seed_items: torch.Tensor, traj: torch.Tensor, topk: int = 0, n_pad: int = 0,
               tau: torch.Tensor | None = None):
     """The head over whole rows. logits [B, V + n_pad]: the last n_pad columns are
@@ -66,10 +73,7 @@ def rsir_head(logits: torch.Tensor, seed_items: torch.Tensor, traj: torch.Tensor
     best_seed_score, arg = seed_scores.max(dim=1)
     best_seed_item = seed_items.gather(1, arg[:, None])[:, 0]
     M = best_seed_score[:, None]
-    not_real = (logits[:, :1] > M).to(COUNT)[:, 0]               # item 0
-    if n_pad:
-        not_real = not_real + n_pad * (M[:, 0] < 0).to(COUNT)    # the pad columns' 0.0 logits
-    above = (logits > M).to(COUNT).sum(dim=1) - not_real
+    above = (logits > M).to(COUNT).sum(dim=1) - non_items_above(logits, M, n_pad)
     if tau is not None:
         above = torch.minimum(above, tau.to(COUNT))
     fidelity = torch.where(best_seed_score == neg_inf, torch.full_like(above, -1), above).to(torch.int64)
@@ -130,10 +134,7 @@ def fast_head(logits: torch.Tensor, seed_items: torch.Tensor, traj: torch.Tensor
     G = logits.reshape(B * nb, BLOCK)[torch.arange(B, device=logits.device)[:, None] * nb + sel]  # [B, K + 1, BLOCK]
     # the fidelity count, capped at tau
     taus = tau.to(COUNT)
-    not_real = (logits[:, 0] > M[:, 0]).to(COUNT)                     # item 0
-    if n_pad:
-        not_real = not_real + n_pad * (M[:, 0] < 0).to(COUNT)        # the pad columns' 0.0 logits
-    count = (G > M[:, :, None]).to(COUNT).sum(dim=(1, 2)) - not_real
+    count = (G > M[:, :, None]).to(COUNT).sum(dim=(1, 2)) - non_items_above(logits, M, n_pad)
     exact = n_reach <= K + 1
     fidelity = torch.where(exact, torch.minimum(count, taus), taus)
     known = exact | (n_above >= taus + 2) | no_seed
