@@ -45,8 +45,8 @@ def main() -> int:
         for t in range(S - 1):
             traj = np.where(np.arange(S)[None] <= t, seqs, 0)
             rest = remaining_seed_items(seeds, traj)
-            a = trt_rt.step(seqs[:, t].copy(), np.full(B, t), rest, traj, tau)
-            b = torch_rt.step(seqs[:, t].copy(), np.full(B, t), rest, traj, tau)
+            a = trt_rt.step(seqs[:, t].copy(), np.full(B, t), traj, np.arange(B), rest, tau)
+            b = torch_rt.step(seqs[:, t].copy(), np.full(B, t), traj, np.arange(B), rest, tau)
             worst = max(worst, int((a.best_item != b.best_item).sum() + (a.fidelity != b.fidelity).sum()))
     print(f"head outputs differing from torch CUDA (near-ties): {worst} rows at most per step")
     data = open_dataset(args.data)

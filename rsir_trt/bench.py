@@ -67,9 +67,9 @@ def step_inputs(B: int, S: int, V: int, rng):
 
 
 def engine_step_inputs(B: int, S: int, V: int, rng):
-    """step_inputs as an engine takes them: the remaining seed items, and tau = 10."""
+    """step_inputs as an engine takes them: one head row per state row, the remaining seed items, and tau = 10."""
     item, pos, seeds, traj = step_inputs(B, S, V, rng)
-    return item, pos, remaining_seed_items(seeds, traj), traj, np.full(B, 10, dtype=np.int64)
+    return item, pos, traj, np.arange(B), remaining_seed_items(seeds, traj), np.full(B, 10, dtype=np.int64)
 
 
 def reference_step_fn(rt, B: int, S: int, V: int, rng):

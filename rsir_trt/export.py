@@ -10,7 +10,7 @@ import onnx
 import torch
 
 from .atomic import atomic_path
-from .engine_meta import STEP_INPUTS, EngineMeta, versions
+from .engine_meta import HEAD_ROW_INPUTS, HEAD_OUTPUTS, SAMPLING_OUTPUTS, STEP_INPUTS, EngineMeta, versions
 from .step import DecodeStep
 
 OPSET = 18
@@ -26,8 +26,9 @@ def example_inputs(model, batch: int = 2):
     traj = torch.zeros(batch, S, dtype=torch.int64)
     traj[:, 0] = item
     tau = torch.full((batch,), 10, dtype=torch.int64)
+    row = torch.arange(batch, dtype=torch.int64)
     cache = [torch.randn(shape) * 0.1 for _, shape in model.cache_shapes(batch)]
-    return (item, pos, seeds, traj, tau, *cache)
+    return (item, pos, traj, row, seeds, tau, *cache)
 
 
 def export_onnx(model, path: str | Path, meta: EngineMeta, dynamo: bool = False) -> float:
@@ -42,12 +43,14 @@ def export_onnx(model, path: str | Path, meta: EngineMeta, dynamo: bool = False)
     with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer chatter about constants we mean
         if dynamo:
-            batch = torch.export.Dim("batch", min=1, max=65536)
+            batch, heads = torch.export.Dim("batch", min=1, max=65536), torch.export.Dim("heads", min=1, max=65536)
+            dims = [{0: heads if n in HEAD_ROW_INPUTS else batch} for n in STEP_INPUTS]
             torch.onnx.export(step, args, str(tmp), input_names=names_in, output_names=names_out,
-                              dynamic_shapes=(*({0: batch},) * len(STEP_INPUTS), tuple({0: batch} for _ in args[len(STEP_INPUTS):])), opset_version=OPSET,
+                              dynamic_shapes=(*dims, tuple({0: batch} for _ in args[len(STEP_INPUTS):])), opset_version=OPSET,
                               dynamo=True, external_data=False)
         else:
-            axes = {n: {0: "batch"} for n in names_in + names_out}
+            per_head = set(HEAD_ROW_INPUTS + HEAD_OUTPUTS + SAMPLING_OUTPUTS)   # state rows: "batch"; head rows: "heads"
+            axes = {n: {0: "heads" if n in per_head else "batch"} for n in names_in + names_out}
             torch.onnx.export(step, args, str(tmp), input_names=names_in, output_names=names_out,
                               dynamic_axes=axes, opset_version=OPSET, dynamo=False)
         proto = onnx.load(str(tmp))

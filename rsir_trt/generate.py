@@ -202,7 +202,7 @@ def generate(runtime, data: SequenceData, cfg: GenConfig, iteration: int = 1, pr
     seconds = time.perf_counter() - start
     result = finish(data, cfg, plan, trajectories, lengths, reasons, seconds, iteration, runtime.describe())
     result.stats.update(engine_calls=sum(r.calls for r in runs), engine_rows=sum(r.rows_run for r in runs),
-                        workers=len(runtimes))
+                        engine_head_rows=sum(r.heads_run for r in runs), workers=len(runtimes))
     return result
 
 
@@ -218,12 +218,12 @@ def run_policy(runtime, admission: Admission, cfg: GenConfig, capacity: int, end
         j = np.flatnonzero(sel)
         if not len(j):
             return
-        r, t = rows.row[j], rows.tid[j]
-        k = rows.length[r] - (drop_last[j] if drop_last is not None else 0)
+        s, t = rows.states()[j], rows.tid[j]
+        k = rows.length[s] - (drop_last[j] if drop_last is not None else 0)
         lengths[t], reasons[t] = k, why
         long = k >= cfg.min_len   # about one in ten: the rest are only counted
         if long.any():
-            block = rows.traj[r[long], : k[long].max()]   # one copy; each trajectory keeps a view of its row
+            block = rows.traj[s[long], : k[long].max()]   # one copy; each trajectory keeps a view of its row
             for tt, seq, kk in zip(t[long].tolist(), block, k[long].tolist()):
                 trajectories[tt] = seq[:kk]
 
@@ -234,7 +234,7 @@ def run_policy(runtime, admission: Admission, cfg: GenConfig, capacity: int, end
         if not decide.any():
             continue
         r, t = rows.row, rows.tid
-        L = rows.length[r]
+        L = rows.length[rows.states()]
         fid = out.fidelity[r]
         # 1. fidelity check (before choosing): no remaining seed item, or the best one ranks below tau
         none_left = decide & (fid < 0)
@@ -258,7 +258,7 @@ def run_policy(runtime, admission: Admission, cfg: GenConfig, capacity: int, end
         go &= ~empty
         if go.any():
             rows.append(np.flatnonzero(go), choice[go])
-            full = go & (rows.length[rows.row] >= cfg.max_len)
+            full = go & (rows.length[rows.states()] >= cfg.max_len)
             close(full, 3)
             go &= ~full
         alive = ~decide | go

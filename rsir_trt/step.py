@@ -4,24 +4,31 @@ This module is what every engine runs: the torch runtime calls it directly and
 export.py turns it into the ONNX graph, so both share one implementation. Only a few
 integers per row (and the new cache rows) leave it; the B x V logits never do.
 
-Inputs (all int64):
-  item [B]            last item of each trajectory
-  pos [B]             its position (0-based); the cache holds positions < pos
-  seed_items [B, Ls]  the seed's items not yet in the trajectory, 0 elsewhere (the
+Rows come in two kinds. A state row is one trajectory state: its cache, its last item,
+its hidden state and logits. A head row is one (state, seed) pair: trajectories of
+different seeds in the same state (seeds that start with the same item) share a state
+row, and the head runs once per seed on that row's logits (on all of Beauty, m=5: 1.5x
+fewer state rows than head rows).
+
+Inputs (all int64; R state rows, P head rows):
+  item [R]            last item of each state
+  pos [R]             its position (0-based); the cache holds positions < pos
+  traj [R, S]         the trajectory so far, 0-padded (these items are masked)
+  row [P]             each head row's state row
+  seed_items [P, Ls]  the seed's items not yet in the trajectory, 0 elsewhere (the
                       caller keeps this up to date: 2,500 compares a row, cheaper on
                       the host, incrementally, than in the graph)
-  traj [B, S]         the trajectory so far, 0-padded (these items are masked)
-  tau [B]             the fidelity check's rank threshold
-  cache...            past K/V buffers [B, H, S, dh] (SASRec) or states [B, D] (GRU4Rec)
-Outputs:
-  fidelity [B]        min(tau, #{real items v: logit_v > max over remaining seed items});
+  tau [P]             the fidelity check's rank threshold
+  cache...            past K/V buffers [R, H, S, dh] (SASRec) or states [R, D] (GRU4Rec)
+Outputs (per head row unless said):
+  fidelity [P]        min(tau, #{real items v: logit_v > max over remaining seed items});
                       -1 when no seed item remains. The check passes iff it is < tau.
-  best_seed_item [B]  argmax of the logits over the remaining seed items (exploit pick)
-  best_item [B]       argmax over all unused real items, 0 if none (explore pick);
+  best_seed_item [P]  argmax of the logits over the remaining seed items (exploit pick)
+  best_item [P]       argmax over all unused real items, 0 if none (explore pick);
                       exact where the check passes, 0 where it fails
-  [topk_ids, topk_scores [B, k], seed_scores [B, Ls]]   only when topk > 0 (sampling)
-  [logits [B, V]]     only when with_logits (parity tests)
-  new cache rows      present.{i}.key/value [B, H, dh] or present_state.{i} [B, D]
+  [topk_ids, topk_scores [P, k], seed_scores [P, Ls]]   only when topk > 0 (sampling)
+  [logits [R, V]]     only when with_logits (parity tests)
+  new cache rows      present.{i}.key/value [R, H, dh] or present_state.{i} [R, D]
 """
 from __future__ import annotations
 
@@ -48,10 +55,11 @@ def first_argmax(x: torch.Tensor) -> torch.Tensor:
     return g * BLOCK + j
 
 
-def non_items_above(logits: torch.Tensor, M: torch.Tensor, n_pad: int) -> torch.Tensor:
-    """[B]: how many columns that are no items lie above M [B, 1]: item 0, and the n_pad
-    pad columns, whose logits are exactly 0. Counts over columns subtract these."""
-    out = (logits[:, 0] > M[:, 0]).to(COUNT)
+def non_items_above(logit0: torch.Tensor, M: torch.Tensor, n_pad: int) -> torch.Tensor:
+    """[B]: how many columns that are no items lie above M [B, 1]: item 0 (its logits
+    logit0 [B]), and the n_pad pad columns, whose logits are exactly 0. Counts over
+    columns subtract these."""
+    out = (logit0 > M[:, 0]).to(COUNT)
     return out + n_pad * (M[:, 0] < 0).to(COUNT) if n_pad else out
 
 
@@ -73,7 +81,7 @@ def rsir_head(logits: torch.Tensor, seed_items: torch.Tensor, traj: torch.Tensor
     best_seed_score, arg = seed_scores.max(dim=1)
     best_seed_item = seed_items.gather(1, arg[:, None])[:, 0]
     M = best_seed_score[:, None]
-    above = (logits > M).to(COUNT).sum(dim=1) - non_items_above(logits, M, n_pad)
+    above = (logits > M).to(COUNT).sum(dim=1) - non_items_above(logits[:, 0], M, n_pad)
     if tau is not None:
         above = torch.minimum(above, tau.to(COUNT))
     fidelity = torch.where(best_seed_score == neg_inf, torch.full_like(above, -1), above).to(torch.int64)
@@ -92,7 +100,8 @@ def rsir_head(logits: torch.Tensor, seed_items: torch.Tensor, traj: torch.Tensor
 GATHER_BLOCKS = 16   # blocks fast_head gathers per row besides block 0; rows under a tau above 14 may need the whole row
 
 
-def fast_head(logits: torch.Tensor, seed_items: torch.Tensor, traj: torch.Tensor, tau: torch.Tensor, n_pad: int):
+def fast_head(logits: torch.Tensor, seed_items: torch.Tensor, traj: torch.Tensor, tau: torch.Tensor, n_pad: int,
+              row: torch.Tensor | None = None):
     """rsir_head's greedy outputs (fidelity capped at tau, best_item where the check
     passes) from a few BLOCK-column blocks of each row instead of the whole row: the
     same values (tests/test_engine.py).
@@ -107,14 +116,22 @@ def fast_head(logits: torch.Tensor, seed_items: torch.Tensor, traj: torch.Tensor
     most two). The rest (many exact ties with M, or tau > K - 2) get rsir_head on their
     whole rows. Slots left over hold a block below M, which can neither count nor win.
     On ONNX Runtime's CPU kernels this replaces five passes over B x V (the masking
-    copy, compare, cast, sum, masked block maxima) with one."""
+    copy, compare, cast, sum, masked block maxima) with one.
+
+    `row` [B] maps the B head rows (seed_items, traj, tau) onto the rows of `logits`
+    (state rows, see the module's docstring); None: one to one. Only [B, nb] block maxima
+    and the gathered blocks are read per head row, never a logits row copy."""
     neg_inf = torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device)
-    B, width = logits.shape
+    R, width = logits.shape
     nb = width // BLOCK
     K = min(GATHER_BLOCKS, nb - 1)
-    block_max = logits.reshape(B, nb, BLOCK).amax(dim=2)                    # [B, nb]
+    B = seed_items.shape[0]
+    if row is None:
+        row = torch.arange(R, device=logits.device)
+    block_max = logits.reshape(R, nb, BLOCK).amax(dim=2)[row]               # [B, nb]
     # the exploit pick and M, from the remaining seed items (0 = none)
-    seed_scores = torch.where(seed_items > 0, logits.gather(1, seed_items), neg_inf)
+    flat = logits.reshape(R * width)
+    seed_scores = torch.where(seed_items > 0, flat[row[:, None] * width + seed_items], neg_inf)
     best_seed_score, arg = seed_scores.max(dim=1)
     best_seed_item = seed_items.gather(1, arg[:, None])[:, 0]
     M = best_seed_score[:, None]
@@ -131,10 +148,10 @@ def fast_head(logits: torch.Tensor, seed_items: torch.Tensor, traj: torch.Tensor
     slot = torch.where(reach & (slot <= K), slot, torch.full_like(slot, K + 1))
     below = block_max.argmin(dim=1, keepdim=True)                            # fills slots left over
     sel = below.expand(B, K + 2).scatter(1, slot, block_ids)[:, : K + 1]
-    G = logits.reshape(B * nb, BLOCK)[torch.arange(B, device=logits.device)[:, None] * nb + sel]  # [B, K + 1, BLOCK]
+    G = logits.reshape(R * nb, BLOCK)[row[:, None] * nb + sel]               # [B, K + 1, BLOCK]
     # the fidelity count, capped at tau
     taus = tau.to(COUNT)
-    count = (G > M[:, :, None]).to(COUNT).sum(dim=(1, 2)) - non_items_above(logits, M, n_pad)
+    count = (G > M[:, :, None]).to(COUNT).sum(dim=(1, 2)) - non_items_above(flat[row * width], M, n_pad)
     exact = n_reach <= K + 1
     fidelity = torch.where(exact, torch.minimum(count, taus), taus)
     known = exact | (n_above >= taus + 2) | no_seed
@@ -154,7 +171,7 @@ def fast_head(logits: torch.Tensor, seed_items: torch.Tensor, traj: torch.Tensor
     fidelity = torch.where(no_seed, torch.full_like(fidelity, -1), fidelity).to(torch.int64)
     # the rows the blocks do not settle: the whole-row head on just those rows
     redo = (~known).nonzero()[:, 0]
-    fid2, _, best2 = rsir_head(logits[redo], seed_items[redo], traj[redo], 0, n_pad, tau[redo])
+    fid2, _, best2 = rsir_head(logits[row[redo]], seed_items[redo], traj[redo], 0, n_pad, tau[redo])
     return [fidelity.index_put((redo,), fid2), best_seed_item, best_item.index_put((redo,), best2)]
 
 
@@ -187,15 +204,15 @@ class DecodeStep(nn.Module):
         return names + [n.replace("past_key_values", "present").replace("past_state", "present_state")
                         for n, _ in self.model.cache_shapes(1)]
 
-    def forward(self, item, pos, seed_items, traj, tau, *cache):
+    def forward(self, item, pos, traj, row, seed_items, tau, *cache):
         h, rows = self.model.step(item, pos, list(cache))
         weight = self.padded_weight()
         n_pad = weight.shape[0] - self.model.item_weight.shape[0]
         logits = h @ weight.T
         if self.topk or weight.shape[0] < 2 * BLOCK:   # sampling needs the whole rows' top-k
-            out = rsir_head(logits, seed_items, traj, self.topk, n_pad, tau)
+            out = rsir_head(logits[row], seed_items, traj[row], self.topk, n_pad, tau)
         else:
-            out = fast_head(logits, seed_items, traj, tau, n_pad)
+            out = fast_head(logits, seed_items, traj[row], tau, n_pad, row)
         if self.with_logits:
             out.append(logits[:, : logits.shape[1] - n_pad])
         return tuple(out + rows)

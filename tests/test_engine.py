@@ -8,7 +8,7 @@ import torch
 
 from rsir_trt import checkpoint
 from rsir_trt.build import build_engine
-from rsir_trt.engine_meta import read_onnx_meta
+from rsir_trt.engine_meta import HEAD_OUTPUTS, SAMPLING_OUTPUTS, read_onnx_meta
 from rsir_trt.errors import RsirError
 from rsir_trt.runtime import open_runtime
 from rsir_trt.runtime.base import remaining_seed_items
@@ -71,9 +71,20 @@ def _check_parity(ckpt, tmp_path, batches, seed=0, topk=10):
             item, pos = seqs[:, t].copy(), np.full(B, t, dtype=np.int64)
             traj = np.where(np.arange(S)[None] <= t, seqs, 0)
             rest = remaining_seed_items(seeds, traj)
-            got = ort_rt.run(item, pos, rest, traj, tau)
+            # head rows on shared state rows: every state twice, the second time with
+            # another row's seed items; the same as each pair's own whole-row head
+            hrow = np.r_[np.arange(B), rng.permutation(B)]
+            pair_rest = remaining_seed_items(np.r_[seeds, seeds[::-1]], traj[hrow])
+            pair_tau = np.r_[tau, tau[::-1]]
+            before = [c.copy() for c in ort_rt.cache]
+            got2 = ort_rt.run(item, pos, traj, hrow, pair_rest, pair_tau)
+            for c, b in zip(ort_rt.cache, before):   # a recurrent state is replaced by a step: run from the same one
+                c[...] = b
+            got = ort_rt.run(item, pos, traj, np.arange(B), rest, tau)
             with torch.no_grad():
-                ref = step(*(torch.from_numpy(a) for a in (item, pos, rest, traj, tau)), *cache)
+                ref = step(*(torch.from_numpy(a) for a in (item, pos, traj, np.arange(B), rest, tau)), *cache)
+                paired = step(*(torch.from_numpy(a) for a in (item, pos, traj, hrow, pair_rest, pair_tau)),
+                              *[c.clone() for c in cache])
             rows = ref[n_head + 1:]
             if model.cache_kind == "kv":
                 for buf, row in zip(cache, rows):
@@ -92,6 +103,16 @@ def _check_parity(ckpt, tmp_path, batches, seed=0, topk=10):
             want = rsir_head(torch.from_numpy(logits), torch.from_numpy(rest), torch.from_numpy(traj), tau=torch.from_numpy(tau))
             for i, name in enumerate(["fidelity", "best_seed_item", "best_item"]):
                 assert np.array_equal(ref[i].numpy(), want[i].numpy()), f"B={B} t={t}: {name} is not rsir_head's"
+            want2 = rsir_head(torch.from_numpy(logits[hrow]), torch.from_numpy(pair_rest), torch.from_numpy(traj[hrow]),
+                              topk, tau=torch.from_numpy(pair_tau))
+            tie2 = np.r_[tie, _ambiguous(logits[hrow[B:]], seeds[::-1], traj[hrow[B:]])]
+            for i, name in enumerate(HEAD_OUTPUTS + (SAMPLING_OUTPUTS if topk else [])):
+                assert np.array_equal(paired[i].numpy(), want2[i].numpy()), f"B={B} t={t}: paired {name}"
+            for i, name in enumerate(HEAD_OUTPUTS):
+                assert np.array_equal(got2[i][~tie2], want2[i].numpy()[~tie2]), f"B={B} t={t}: paired {name} (ort)"
+            if topk:
+                assert np.abs(got2[4] - want2[4].numpy()).max() < 1e-4  # top-k scores
+            assert np.abs(paired[n_head].numpy() - logits).max() == 0   # logits stay per state row
             n_pass += int(((ref[0].numpy() >= 0) & (ref[0].numpy() < tau)).sum())
             if topk:
                 assert np.abs(got[4] - ref[4].numpy()).max() < 1e-4  # top-k scores
@@ -293,13 +314,16 @@ def test_fast_head_equals_the_whole_row_head():
             tau[::7] = 2
             redone.clear()
             step.rsir_head = spy
+            row = torch.randint(0, B, (B + 40,), generator=g)    # head rows over the state rows
             try:
                 got = fast_head(padded, rest, traj, tau, n_pad)
+                paired = fast_head(padded, rest[row], traj[row], tau[row], n_pad, row)
             finally:
                 step.rsir_head = whole_row
             want = whole_row(padded, rest, traj, 0, n_pad, tau)
-            for w, o, name in zip(want, got, ["fidelity", "best_seed_item", "best_item"]):
+            for w, o, p, name in zip(want, got, paired, ["fidelity", "best_seed_item", "best_item"]):
                 assert torch.equal(w, o), (trial, V, t, name)
+                assert torch.equal(w[row], p), (trial, V, t, name, "row map")
             assert ((want[0] >= 0) & (want[0] < tau)).any()        # some rows pass: best_item is compared
             if t == V and V > (GATHER_BLOCKS + 1) * BLOCK:
                 assert redone[0] > 0                               # the whole-row path ran, and agreed

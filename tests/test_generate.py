@@ -86,32 +86,62 @@ def test_independent_of_the_number_of_workers(settings, engines, ml100k):
         run(ckpt, "torch", ml100k, workers=2)
 
 
-def test_admission_hands_out_whole_seeds_in_order(ml100k):
+def test_admission_hands_out_whole_seeds_grouped_by_first_item(ml100k):
     from rsir_trt.prefix_rows import Admission
-    plan = make_plan(subset(ml100k, 10), GenConfig(m=3), 50)   # 30 trajectories, 3 per seed
+    data = subset(ml100k, 10)
+    for i in (1, 4, 7):   # three seeds that start alike
+        data.sequences[i] = data.sequences[i].copy()
+        data.sequences[i][0] = data.sequences[0][0]
+    plan = make_plan(data, GenConfig(m=3), 50)   # 30 trajectories, 3 per seed
     queue = Admission(plan, 50)
-    assert queue.take(7, busy=True).tolist() == list(range(6))      # 7 would split seed 2: stop before it
-    assert queue.take(2, busy=True).tolist() == []                  # seed 2 waits while the worker is busy
-    assert queue.take(2, busy=False).tolist() == [6, 7]             # an idle worker takes part of it
-    assert queue.take(100, busy=True).tolist() == list(range(8, 30))
+    order = queue.order.tolist()
+    assert sorted(order) == list(range(30))
+    seeds = plan.seed_of[queue.order]
+    assert all(len(set(seeds[i:i + 3].tolist())) == 1 for i in range(0, 30, 3))   # each seed's three together
+    firsts = plan.seed_mat[seeds, 0]
+    assert (firsts[1:] >= firsts[:-1]).all()                                      # by first item
+    same = [int(x) for x in dict.fromkeys(seeds[firsts == data.sequences[0][0]].tolist())]
+    assert same == [0, 1, 4, 7]                                                   # in plan order among equals
+    assert queue.take(7, busy=True).tolist() == order[:6]        # 7 would split the third seed: stop before it
+    assert queue.take(2, busy=True).tolist() == []               # it waits while the worker is busy
+    assert queue.take(2, busy=False).tolist() == order[6:8]      # an idle worker takes part of it
+    assert queue.take(100, busy=True).tolist() == order[8:]
     assert queue.take(5, busy=False).tolist() == []
     assert len(set(queue.group[:3].tolist())) == 1 and len(set(queue.group[:6].tolist())) == 2
-    assert len(set(Admission(plan, 50, share=False).group.tolist())) == 30
+    flat = Admission(plan, 50, share=False)
+    assert len(set(flat.group.tolist())) == 30 and flat.order.tolist() == list(range(30))
 
 
-def test_a_seeds_trajectories_share_engine_rows_until_they_diverge(engines, ml100k):
+def test_seeds_that_start_alike_share_state_rows(engines, ml100k):
+    """Head rows of different seeds in one state run the transformer and the logits once:
+    fewer state rows than head rows, the same dataset as the reference's."""
+    ckpt, onnx = engines["sasrec-greedy"]
+    data = subset(ml100k, 60)
+    for i in range(0, 60, 2):   # every other seed starts with seed 1's first item
+        data.sequences[i] = data.sequences[i].copy()
+        data.sequences[i][0] = data.sequences[1][0]
+    cfg = dict(m=3, tau=ml100k.num_items, max_len=8, batch_size=400)   # no fidelity stop
+    shared = run(onnx, "onnxruntime", data, **cfg)
+    assert shared.stats["engine_rows"] <= shared.stats["engine_head_rows"] - 29   # at least the first step of 30 seeds
+    assert as_bytes(shared) == as_bytes(run(ckpt, "reference", data, **cfg))
+    assert as_bytes(shared) == as_bytes(run(ckpt, "torch", data, **cfg))
+    alone = run(onnx, "onnxruntime", data, share_rows=False, **cfg)
+    assert as_bytes(alone) == as_bytes(shared) and alone.stats["engine_rows"] == alone.stats["engine_head_rows"]
+
+
+def test_a_seeds_trajectories_share_head_rows_until_they_diverge(engines, ml100k):
     ckpt, onnx = engines["sasrec"]
     data = subset(ml100k, 60)
     # p=1, greedy: a seed's m trajectories never diverge, so m=4 costs exactly what m=1 does
     one = run(onnx, "onnxruntime", data, m=1, p=1.0)
     four = run(onnx, "onnxruntime", data, m=4, p=1.0, batch_size=40)
-    assert four.stats["engine_rows"] == one.stats["engine_rows"]
+    assert four.stats["engine_head_rows"] == one.stats["engine_head_rows"]   # state rows also depend on who is in flight
     assert as_bytes(four) == as_bytes(one) and four.stats["duplicates"] == 3 * one.stats["kept"]
     # p=0.5: members branch (rows are copied with their cache); whole seeds are admitted
     # together, so at least every seed's first step is shared
     cfg = dict(m=4, tau=ml100k.num_items, max_len=12)  # no fidelity stop: 11 steps per trajectory
     mixed = run(onnx, "onnxruntime", data, batch_size=10, **cfg)
-    assert mixed.stats["engine_rows"] <= mixed.stats["trajectories"] * 11 - 3 * len(data.users)
+    assert mixed.stats["engine_head_rows"] <= mixed.stats["trajectories"] * 11 - 3 * len(data.users)
     assert as_bytes(mixed) == as_bytes(run(onnx, "onnxruntime", data, batch_size=3, **cfg))  # B < m
     assert as_bytes(mixed) == as_bytes(run(ckpt, "reference", data, batch_size=10, **cfg))
 

@@ -1,6 +1,7 @@
 """The runtime interface generation drives. A runtime owns the cache buffers of up to
-`B` rows; `step` runs the decode graph on the first n rows (n = len(item), a view, no
-copy) and writes their new cache rows; `move` copies rows inside the buffers."""
+`B` state rows; `step` runs the decode graph on the first n state rows (n = len(item),
+a view, no copy) and the head rows over them, and writes the new cache rows; `move`
+copies rows inside the buffers."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,9 +56,10 @@ class Runtime:
     def allocate(self, batch: int) -> None:
         raise NotImplementedError
 
-    def step(self, item, pos, seed_items, traj, tau) -> StepOut:
-        """All arguments int64 numpy arrays for the first n <= B rows (seed_items: the
-        remaining ones, see remaining_seed_items)."""
+    def step(self, item, pos, traj, row, seed_items, tau) -> StepOut:
+        """All arguments int64 numpy arrays: item, pos, traj for the first n <= B state
+        rows; row, seed_items (the remaining ones, see remaining_seed_items), tau for the
+        head rows (step.py). The outputs are per head row."""
         raise NotImplementedError
 
     def head(self, outs: list[np.ndarray]) -> StepOut:

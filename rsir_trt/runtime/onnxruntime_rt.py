@@ -71,16 +71,15 @@ class OnnxRuntime(Runtime):
     def allocate(self, batch: int) -> None:
         self.cache = [np.zeros((batch, *s), dtype=np.float32) for s in self.cache_shapes]
 
-    def run(self, item, pos, seed_items, traj, tau) -> list[np.ndarray]:
+    def run(self, item, pos, traj, row, seed_items, tau) -> list[np.ndarray]:
         n = len(item)
-        feed = dict(zip(self.inputs, (item, pos, seed_items, traj, tau, *(c[:n] for c in self.cache))))
+        feed = dict(zip(self.inputs, (item, pos, traj, row, seed_items, tau, *(c[:n] for c in self.cache))))
         out = self.session.run(None, feed)
         self.write_rows(out[self.n_head:], np.arange(n), pos)
         return out[: self.n_head]
 
-    def step(self, item, pos, seed_items, traj, tau) -> StepOut:
-        out = self.run(item, pos, seed_items, traj, tau)
-        return self.head(out)
+    def step(self, item, pos, traj, row, seed_items, tau) -> StepOut:
+        return self.head(self.run(item, pos, traj, row, seed_items, tau))
 
     def describe(self) -> dict:
         return {"runtime": self.name, "provider": self.provider, "threads": self.threads}

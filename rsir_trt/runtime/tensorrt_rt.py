@@ -64,7 +64,9 @@ def apply_precision(config, trt, plan: dict) -> None:
 
 
 def profile_shapes(shapes: dict[str, tuple], min_batch: int, opt_batch: int, max_batch: int) -> dict:
-    """One optimization profile over the batch dimension (dim 0, -1 in the ONNX)."""
+    """One optimization profile over the batch dimension (dim 0, -1 in the ONNX): state
+    rows for the state inputs and the cache, head rows for row / seed_items / tau, which
+    range over the same sizes (head rows are at least as many, at most `capacity`)."""
     if not 1 <= min_batch <= opt_batch <= max_batch:
         raise RsirError(f"batch profile needs 1 <= min <= opt <= max, got {min_batch}/{opt_batch}/{max_batch}")
     out = {}
@@ -158,13 +160,13 @@ class TensorRTRuntime(Runtime):
             self.cache = [t.zeros((batch, *tuple(self.engine.get_tensor_shape(n))[1:]), dtype=self.dtypes[n],
                                   device=self.dev) for n in self.inputs[len(STEP_INPUTS):]]
 
-    def step(self, item, pos, seed_items, traj, tau) -> StepOut:
+    def step(self, item, pos, traj, row, seed_items, tau) -> StepOut:
         t, ctx = self.torch, self.context
-        B = len(item)
+        B = len(item)   # state rows; the head outputs' shapes (head rows) come from the context
         # copies, outputs and the run all on one stream, so the engine never reads an
         # input before its copy has landed
         with t.cuda.stream(self.stream):
-            ins = [t.from_numpy(a).to(self.dev) for a in (item, pos, seed_items, traj, tau)] + [c[:B] for c in self.cache]
+            ins = [t.from_numpy(a).to(self.dev) for a in (item, pos, traj, row, seed_items, tau)] + [c[:B] for c in self.cache]
             outs = []
             for name, tensor in zip(self.inputs, ins):
                 ctx.set_input_shape(name, tuple(tensor.shape))

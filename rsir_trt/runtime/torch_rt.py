@@ -23,9 +23,9 @@ class TorchRuntime(Runtime):
         self.cache = [torch.zeros(s, device=self.device) for _, s in self.shapes(batch)]
 
     @torch.inference_mode()
-    def step(self, item, pos, seed_items, traj, tau) -> StepOut:
+    def step(self, item, pos, traj, row, seed_items, tau) -> StepOut:
         dev = self.device
-        t = [torch.from_numpy(a).to(dev) for a in (item, pos, seed_items, traj, tau)]
+        t = [torch.from_numpy(a).to(dev) for a in (item, pos, traj, row, seed_items, tau)]
         n = len(item)
         out = self.step_module(*t, *(c[:n] for c in self.cache))
         self.write_rows(out[self.n_head:], torch.arange(n, device=dev), t[1])
