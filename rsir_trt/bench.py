@@ -26,6 +26,9 @@ from .wide_matmul import all_item_scores
 RUNTIMES = ("reference", "torch", "onnxruntime", "tensorrt")
 
 
+WARMUP_SEEDS = 256   # seeds of the untimed generation before each timed one
+
+
 def percentiles(times: list[float]) -> dict:
     ms = np.asarray(times) * 1e3
     return {"p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
@@ -186,7 +189,12 @@ def run_bench(model, data: SequenceData | None, runtimes: list[str], batches: li
             runs += [(f"{name}, one row per trajectory", rt, False, gcfg.workers) for name, rt in engines if gcfg.m > 1]
             runs += [(f"{name}, 1 worker", rt, True, 1) for name, rt in engines
                      if not gcfg.workers and rt.default_workers > 1]
+            # one untimed warm-up per runtime and setting (the first seeds): the timed run then
+            # measures the rate, not one-time costs (worker sessions, ONNX Runtime's first
+            # allocations per input shape, torch's first calls); the step timings warm up too
+            warm = SequenceData(data.name, data.users[:WARMUP_SEEDS], data.item_tokens, data.sequences[:WARMUP_SEEDS])
             for name, rt, share, workers in runs:
+                generate(rt, warm, replace(gcfg, share_rows=share, workers=workers))
                 r = generate(rt, data, replace(gcfg, share_rows=share, workers=workers))
                 results[name] = [s.tobytes() for s in r.synthetic.sequences]
                 gen_rows.append({"runtime": name, "trajectories": r.stats["trajectories"], "seconds": r.stats["seconds"],
@@ -199,7 +207,8 @@ def run_bench(model, data: SequenceData | None, runtimes: list[str], batches: li
                 row["x_reference"] = row["sequences_per_s"] / ref if ref else None
                 row["same_output_as_first"] = results[row["runtime"]] == results[gen_rows[0]["runtime"]]
             settings["generation"] = {"seeds": len(data.users), "m": gcfg.m, "tau": gcfg.tau, "p": gcfg.p,
-                                      "max_len": gcfg.max_len, "batch": gen_batch, "data": data.name}
+                                      "max_len": gcfg.max_len, "batch": gen_batch, "data": data.name,
+                                      "warmup_seeds": min(WARMUP_SEEDS, len(data.users))}
     return {"settings": settings, "steps": step_rows, "generation": gen_rows}
 
 
