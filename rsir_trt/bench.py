@@ -200,6 +200,7 @@ def run_bench(model, data: SequenceData | None, runtimes: list[str], batches: li
                 gen_rows.append({"runtime": name, "trajectories": r.stats["trajectories"], "seconds": r.stats["seconds"],
                                  "sequences_per_s": r.stats["sequences_per_s"], "items_per_s": r.stats["items_per_s"],
                                  "mean_len": r.stats["mean_len"], "engine_rows": r.stats.get("engine_rows"),
+                                 "engine_head_rows": r.stats.get("engine_head_rows"),
                                  "workers": r.stats.get("workers", 1)})
                 progress(f"generate {name}: {r.stats['sequences_per_s']:.0f} seq/s")
             ref = gen_rows[0]["sequences_per_s"] if gen_rows and gen_rows[0]["runtime"] == "reference" else None

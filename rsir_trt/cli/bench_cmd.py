@@ -84,12 +84,12 @@ def bench_cmd(
     console.print(t)
     if result["generation"]:
         g = Table(title=f"whole generation ({s['generation']})")
-        for col in ("runtime", "workers", "trajectories", "engine rows", "seconds", "seq/s", "items/s",
+        for col in ("runtime", "workers", "trajectories", "state rows", "head rows", "seconds", "seq/s", "items/s",
                     "x reference", "same output"):
             g.add_column(col, justify="right")
         for r in result["generation"]:
-            rows = f"{r['engine_rows']:,}" if r.get("engine_rows") is not None else "-"
-            g.add_row(r["runtime"], str(r["workers"]), str(r["trajectories"]), rows, f"{r['seconds']:.2f}", f"{r['sequences_per_s']:,.0f}",
+            rows = [f"{r[k]:,}" if r.get(k) is not None else "-" for k in ("engine_rows", "engine_head_rows")]
+            g.add_row(r["runtime"], str(r["workers"]), str(r["trajectories"]), *rows, f"{r['seconds']:.2f}", f"{r['sequences_per_s']:,.0f}",
                       f"{r['items_per_s']:,.0f}", f"{r['x_reference']:.1f}" if r["x_reference"] else "-",
                       str(r["same_output_as_first"]))
         console.print(g)

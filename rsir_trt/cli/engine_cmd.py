@@ -88,7 +88,7 @@ def generate_cmd(
     table.add_column("value", justify="right")
     for k in ("trajectories", "kept", "too_short", "duplicates", "mean_len", "new_interactions",
               "density_before_pct", "density_after_pct", "seconds", "sequences_per_s", "items_per_s",
-              "engine_rows", "workers"):
+              "engine_rows", "engine_head_rows", "workers"):
         if k in st:  # the reference runtime has no engine rows
             table.add_row(k, f"{st[k]:,}" if isinstance(st[k], int) else str(st[k]))
     for r, n in st["stop_reasons"].items():
