@@ -11,7 +11,7 @@ from .errors import RsirError
 FORMAT = "rsir-trt/engine/3"   # 2: the tau input, remaining seed items; 3: head rows over state rows (step.py)
 # the step's inputs before its cache buffers (step.py)
 STEP_INPUTS = ["item", "pos", "traj", "row", "seed_items", "tau"]
-# the inputs and outputs whose first dimension counts head rows, not state rows
+# the inputs whose first dimension counts head rows, not state rows (and so do the head outputs)
 HEAD_ROW_INPUTS = ["row", "seed_items", "tau"]
 # the step's outputs before its cache rows (step.py); here so runtimes need not import torch
 HEAD_OUTPUTS = ["fidelity", "best_seed_item", "best_item"]

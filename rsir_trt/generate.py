@@ -218,7 +218,7 @@ def run_policy(runtime, admission: Admission, cfg: GenConfig, capacity: int, end
         j = np.flatnonzero(sel)
         if not len(j):
             return
-        s, t = rows.states()[j], rows.tid[j]
+        s, t = rows.state[rows.row[j]], rows.tid[j]   # the closing trajectories' state rows only
         k = rows.length[s] - (drop_last[j] if drop_last is not None else 0)
         lengths[t], reasons[t] = k, why
         long = k >= cfg.min_len   # about one in ten: the rest are only counted
