@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoint, fault
+from .acquire import AcquireConfig, acquire
 from .atomic import atomic_path, make_dir, write_json
 from .data import SequenceData, Synthetic, write_synthetic, write_training_file
 from .errors import RsirError
@@ -52,6 +53,7 @@ class LoopConfig:
     layout: str = "recbole"       # SASRec's block layout (models/sasrec.py)
     train: dict = field(default_factory=dict)
     gen: dict = field(default_factory=dict)
+    acquire: dict = field(default_factory=dict)   # AcquireConfig: post-verification selection (off by default)
     seed: int = 0
 
     def check(self) -> None:
@@ -61,6 +63,7 @@ class LoopConfig:
             raise RsirError(f"--layout: {self.layout!r} is not one of {', '.join(LAYOUTS)}")
         TrainConfig(**self.train).check()
         GenConfig(**self.gen).check()
+        AcquireConfig(**self.acquire).check()
 
     def comparable(self) -> dict:
         """What must match to resume (the iteration count may grow; the generation batch
@@ -187,6 +190,12 @@ class Run:
         self.log(f"iter {k}: generating with {self.cfg.teacher} on {runtime.name}")
         result = generate(runtime, data, gcfg, iteration=k + 1)
         syn = result.synthetic
+        acfg = AcquireConfig(**self.cfg.acquire)
+        if acfg.cap:
+            teacher = checkpoint.load_model(self.it(k) / f"{self.cfg.teacher}.pt")[0]
+            syn, result.stats["acquisition"] = acquire(syn, acfg, teacher, seed=self.cfg.seed + k)
+            self.log(f"iter {k}: kept {len(syn):,} of {result.stats['acquisition']['candidates']:,} sequences "
+                     f"(at most {acfg.cap} per seed, by {acfg.by})")
         lens = np.array([len(s) for s in syn.sequences], dtype=np.int64)
         with atomic_path(self.it(k) / "synthetic.npz") as tmp, open(tmp, "wb") as f:
             np.savez(f, items=np.concatenate(syn.sequences) if len(syn) else np.zeros(0, np.int64),

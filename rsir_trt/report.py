@@ -20,7 +20,7 @@ def collect(root: Path, student: str) -> list[dict]:
         rows.append({"iteration": k, "valid": {x: m["valid"][x] for x in KEYS},
                      "test": {x: m["test"][x] for x in KEYS}, "train_sequences": m["train_sequences"],
                      "train_interactions": m["train_interactions"], "train_seconds": m["train_seconds"],
-                     "best_epoch": m["best_epoch"], "generated_kept": gen.get("kept", 0),
+                     "best_epoch": m["best_epoch"], "generated_kept": gen.get("acquisition", gen).get("kept", 0),   # what the round added
                      "generation_seconds": gen.get("seconds", 0.0),
                      "generation_seq_per_s": gen.get("sequences_per_s", 0.0)})
         k += 1

@@ -205,3 +205,20 @@ def test_a_resumed_run_rebuilds_an_engine_of_an_older_format(reference_run, tmp_
     assert "older rsir-trt" in r.stdout
     assert json.loads(onnx.load(str(engine)).metadata_props[0].value)["format"] != "rsir-trt/engine/1"
     assert fingerprint(run) == fingerprint(reference_run)
+
+
+def test_a_capped_round_adds_at_most_one_sequence_per_seed(reference_run, tmp_path):
+    run = tmp_path / "capped"
+    r = cli([*ARGS, "--cap-per-seed", "1", "--out", str(run), "--branch-from", str(reference_run)])
+    assert r.returncode == 0, r.stderr
+    gen = json.loads((run / "iter0" / "generation.json").read_text())
+    full = json.loads((reference_run / "iter0" / "generation.json").read_text())
+    assert gen["kept"] == full["kept"] and gen["acquisition"]["candidates"] == full["kept"]  # same generation
+    seeds = [line.split("\t")[1] for line in (run / "iter0" / "synthetic.txt.provenance.tsv").read_text().splitlines()[1:]]
+    assert len(seeds) == len(set(seeds)) == gen["acquisition"]["kept"] < full["kept"]
+    report = json.loads((run / "report.json").read_text())["iterations"]
+    assert report[1]["generated_kept"] == len(seeds)
+    assert report[1]["train_sequences"] == report[0]["train_sequences"] + len(seeds)
+    bad = cli([*ARGS, "--acquire", "random", "--out", str(tmp_path / "bad")])
+    assert bad.returncode == 2 and bad.stderr.count("error:") == 1 and "--acquire" in bad.stderr
+    assert not (tmp_path / "bad").exists()

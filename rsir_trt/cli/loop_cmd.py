@@ -8,6 +8,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .. import replicates
+from ..acquire import AcquireConfig
 from ..atomic import write_json, write_text
 from ..data import open_dataset
 from ..errors import RsirError
@@ -51,6 +52,11 @@ def loop_cmd(
     temperature: float = typer.Option(1.0, "--temperature"),
     synthetic_seeds: bool = typer.Option(False, "--synthetic-seeds", help="Also seed from synthetic rows already in D_k."),
     gen_batch: int = typer.Option(1024, "--gen-batch", help="Generation: trajectories in flight (engine rows <= this)."),
+    cap_per_seed: int = typer.Option(0, "--cap-per-seed", help="Keep at most this many generated sequences per seed user "
+                                     "(DA-RSIR's acquisition, beyond the paper; 0: all)."),
+    acquire: str = typer.Option("disagreement", "--acquire", help="With --cap-per-seed, which: disagreement (the "
+                                "teacher's MC-dropout sd of each transition's log-probability, highest first) | first."),
+    acquire_passes: int = typer.Option(8, "--acquire-passes", help="Dropout passes for --acquire disagreement."),
     seed: int = typer.Option(0, "--seed"),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated: one loop per seed in OUT/seed-S, "
                                         "side by side, then their comparison in OUT/compare.md."),
@@ -58,6 +64,8 @@ def loop_cmd(
                                        "core, at most one per seed); the cores are split between them."),
 ):
     """The RSIR recursion: train -> build engine -> generate -> merge -> train successor, K times."""
+    acq = AcquireConfig(cap=cap_per_seed, by=acquire, passes=acquire_passes)
+    acq.check()   # a bad --acquire is refused even without --cap-per-seed
     cfg = LoopConfig(data=data, iterations=iterations, teacher=teacher, student=student or teacher,
                      finetune=finetune, stop_early=stop_early, backend=backend, max_len=max_len, dim=dim,
                      dropout=dropout, layout=layout, seed=seed,
@@ -65,7 +73,8 @@ def loop_cmd(
                                          batching=batching).__dict__,
                      gen=GenConfig(tau=tau, p=p, m=m, max_len=max_len, keep_failing=keep_failing, start=start,
                                    sample_topk=sample_topk, temperature=temperature, synthetic_seeds=synthetic_seeds,
-                                   batch_size=gen_batch).__dict__)
+                                   batch_size=gen_batch).__dict__,
+                     acquire=acq.__dict__ if cap_per_seed else {})   # {}: the paper's RSIR, and configs as before
     if backend not in ("onnxruntime", "tensorrt", "torch", "reference"):
         raise RsirError(f"--backend: {backend!r} is not one of onnxruntime, tensorrt, torch, reference")
     ds = open_dataset(data, max_len=max_len)
