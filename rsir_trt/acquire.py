@@ -8,6 +8,7 @@ synthetic data over seeds, and the disagreement prefers the sequences the model 
 least sure about. Off by default (cap 0): RSIR as the paper runs it."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,6 +72,7 @@ def acquire(syn: Synthetic, cfg: AcquireConfig, model=None, seed: int = 0) -> tu
     """The kept subset of `syn` (in its own order) and a summary for generation.json."""
     if not cfg.cap or not len(syn):
         return syn, {}
+    start = time.perf_counter()
     seed_user = np.asarray(syn.seed_user)
     if cfg.by == "disagreement":
         score = disagreement(model, syn.sequences, cfg.passes, seed)
@@ -83,7 +85,8 @@ def acquire(syn: Synthetic, cfg: AcquireConfig, model=None, seed: int = 0) -> tu
     rank[order] = np.arange(len(syn)) - first
     keep = np.flatnonzero(rank < cfg.cap)
     kept = Synthetic([syn.sequences[i] for i in keep], seed_user[keep].tolist(), [syn.iteration[i] for i in keep])
-    summary = {"candidates": len(syn), "kept": len(kept), "cap_per_seed": cfg.cap, "by": cfg.by}
+    summary = {"candidates": len(syn), "kept": len(kept), "cap_per_seed": cfg.cap, "by": cfg.by,
+               "seconds": round(time.perf_counter() - start, 2)}
     if cfg.by == "disagreement":
         summary.update(passes=cfg.passes, disagreement_kept_mean=round(float(score[keep].mean()), 4),
                        disagreement_all_mean=round(float(score.mean()), 4))
