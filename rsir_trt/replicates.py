@@ -177,3 +177,48 @@ def markdown(summary: dict) -> str:
                  f"{', '.join(map(str, summary['selected']))}; their own test ΔR@10 "
                  f"{', '.join(f'{x:+.1f}%' for x in gains)} (mean {statistics.mean(gains):+.1f}%).")
     return "\n".join(lines) + "\n"
+
+
+CONTRAST_KEYS = ("recall@10", "ndcg@10")
+
+
+def contrast(variant: list[dict], control: list[dict]) -> dict:
+    """Two settings over the same seeds, seed by seed: per iteration, each seed's own gain
+    under the variant minus its own gain under the control (points of %), their mean and
+    paired 95% interval. Each seed is a block, so seed noise in iteration 0 cancels (and
+    exactly when the variant was branched from the control: the same iteration 0)."""
+    for runs in (variant, control):
+        summarise(runs)   # each side one setting, two runs or more
+    seed_of = {id(r): r["config"]["seed"] for r in variant + control}
+    v, c = ({seed_of[id(r)]: r for r in runs} for runs in (variant, control))
+    if len(v) < len(variant) or len(c) < len(control) or sorted(v) != sorted(c):
+        raise RsirError(f"--against: the two sides need the same seeds, once each (runs: seeds {sorted(seed_of[id(r)] for r in variant)}, "
+                        f"--against: {sorted(seed_of[id(r)] for r in control)})")
+    seeds = sorted(v)
+    n = min(len(r["rows"]) for r in variant + control)
+    iterations = []
+    for i in range(1, n):
+        diffs = {k: [gain(v[s]["rows"][i]["test"], v[s]["rows"][0]["test"], k)
+                     - gain(c[s]["rows"][i]["test"], c[s]["rows"][0]["test"], k) for s in seeds] for k in CONTRAST_KEYS}
+        iterations.append({"iteration": i, "differences": diffs, "ci95": {k: list(paired_interval(d)) for k, d in diffs.items()}})
+    want, have = setting(control[0]["config"]), setting(variant[0]["config"])
+    return {"runs": [r["root"] for r in variant], "against": [r["root"] for r in control], "seeds": seeds,
+            "differs_in": {k: have.get(k) for k in sorted(set(want) | set(have)) if want.get(k) != have.get(k)},
+            "same_iteration0": all(v[s]["rows"][0]["test"] == c[s]["rows"][0]["test"] for s in seeds),
+            "iterations": iterations}
+
+
+def contrast_markdown(con: dict) -> str:
+    differs = ", ".join(f"{k}={v}" for k, v in con["differs_in"].items()) or "nothing but the runs"
+    lines = [f"Against {', '.join(con['against'])}, seed by seed (seeds {', '.join(map(str, con['seeds']))}); "
+             f"these runs differ in {differs}; iteration 0 the same in every pair: "
+             f"{'yes' if con['same_iteration0'] else 'no'}.", "",
+             "| iter | own ΔR@10 minus the control's, per seed | mean [95% CI] | own ΔN@10 minus the control's, mean [95% CI] |",
+             "|---:|---:|---:|---:|"]
+    for it in con["iterations"]:
+        per = ", ".join(f"{x:+.1f}" for x in it["differences"]["recall@10"])
+        r, nd = it["ci95"]["recall@10"], it["ci95"]["ndcg@10"]
+        lines.append(f"| {it['iteration']} | {per} | {r[0]:+.1f} [{r[0] - r[1]:+.1f}, {r[0] + r[1]:+.1f}] | "
+                     f"{nd[0]:+.1f} [{nd[0] - nd[1]:+.1f}, {nd[0] + nd[1]:+.1f}] |")
+    lines.append("\n(Points of %: a seed at +3.0% under the control and +4.5% under these runs is +1.5.)")
+    return "\n".join(lines) + "\n"

@@ -68,3 +68,26 @@ def test_compare_refuses_what_is_not_replicates(tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, err
     assert not (tmp_path / "x.md").exists()
+
+
+def test_compare_against_another_setting_seed_by_seed(tmp_path, capsys):
+    from rsir_trt.cli import main
+    from rsir_trt.replicates import contrast, contrast_markdown, load_run
+    var = [write_run(tmp_path / "v0", 0, [row(0, 0.03, 0.040), row(1, 0.03, 0.044)], tau=12102),
+           write_run(tmp_path / "v1", 1, [row(0, 0.03, 0.050), row(1, 0.03, 0.050)], tau=12102)]
+    ctl = [write_run(tmp_path / "c1", 1, [row(0, 0.03, 0.050), row(1, 0.03, 0.045)]),
+           write_run(tmp_path / "c0", 0, [row(0, 0.03, 0.040), row(1, 0.03, 0.042)])]
+    con = contrast([load_run(r) for r in var], [load_run(r) for r in ctl])
+    # own gains: variant +10%, 0%; control (paired by seed, not by order) +5%, -10%
+    (it,) = con["iterations"]
+    assert [round(x, 9) for x in it["differences"]["recall@10"]] == [5.0, 10.0]
+    assert [round(x, 9) for x in it["ci95"]["recall@10"]] == [7.5, round(12.706 * 2.5, 9)]  # sd 5 / 2 ** 0.5
+    assert con["differs_in"] == {"gen.tau": 12102} and con["same_iteration0"] and con["seeds"] == [0, 1]
+    assert "| 1 | +5.0, +10.0 | +7.5 [-24.3, +39.3] |" in contrast_markdown(con)
+    assert main(["compare", *map(str, var), "--against", f"{ctl[0]},{ctl[1]}", "--out", str(tmp_path / "vs")]) == 0
+    assert "+7.5 [-24.3, +39.3]" in (tmp_path / "vs.md").read_text()
+    capsys.readouterr()
+    other = write_run(tmp_path / "c2", 2, [row(0, 0.03, 0.04), row(1, 0.03, 0.04)])
+    assert main(["compare", *map(str, var), "--against", str(ctl[0]), "--against", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "--against: the two sides need the same seeds" in err and "Traceback" not in err

@@ -137,16 +137,25 @@ def child_args(ctx: typer.Context) -> list[str]:
 
 def compare_cmd(
     runs: list[Path] = typer.Argument(..., help="Loop run directories of one setting, different --seed."),
+    against: Optional[list[str]] = typer.Option(None, "--against", help="Control runs of another setting over the same "
+                                                "seeds (comma-separated or repeated): each seed's own gains compared."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the table here (.md) and beside it (.json)."),
 ):
-    """Mean and sd over seeds per iteration, the gain of the means, and each run's own gain."""
-    show_comparison(runs, out)
+    """Mean and sd over seeds per iteration, the gain of the means, and each run's own gain;
+    with --against, the gains against another setting's runs seed by seed."""
+    control = [Path(p) for a in against or [] for p in a.split(",") if p]
+    show_comparison(runs, out, control)
 
 
-def show_comparison(runs: list[Path], out: Optional[Path]) -> None:
-    """Print the runs' comparison; with `out`, also write it to out.md and out.json."""
-    summary = replicates.summarise([replicates.load_run(r) for r in runs])
+def show_comparison(runs: list[Path], out: Optional[Path], control: Optional[list[Path]] = None) -> None:
+    """Print the runs' comparison (and their contrast with `control`); with `out`, also write
+    it to out.md and out.json."""
+    loaded = [replicates.load_run(r) for r in runs]
+    summary = replicates.summarise(loaded)
     text = replicates.markdown(summary)
+    if control:
+        summary["contrast"] = replicates.contrast(loaded, [replicates.load_run(r) for r in control])
+        text += "\n" + replicates.contrast_markdown(summary["contrast"])
     if out:  # the atomic writes refuse a missing or read-only directory, before writing anything
         write_text(out.with_suffix(".md"), text)
         write_json(out.with_suffix(".json"), summary)
