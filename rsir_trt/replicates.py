@@ -128,7 +128,8 @@ def paired_interval(gains: list[float]) -> tuple[float, float]:
     return mean, t975(len(gains) - 1) * statistics.stdev(gains) / len(gains) ** 0.5
 
 
-def summarise(runs: list[dict]) -> dict:
+def check_one_setting(runs: list[dict]) -> None:
+    """Two runs or more, whose settings differ in nothing but what replicates may vary."""
     if len(runs) < 2:
         raise RsirError("compare needs at least two run directories (one setting, different seeds)")
     want = setting(runs[0]["config"])
@@ -138,6 +139,10 @@ def summarise(runs: list[dict]) -> dict:
             if want.get(key) != have.get(key):
                 raise RsirError(f"{run['root']}: '{key}' is {have.get(key)!r}, {runs[0]['root']} has "
                                 f"{want.get(key)!r}; compare runs of one setting")
+
+
+def summarise(runs: list[dict]) -> dict:
+    check_one_setting(runs)
     n = min(len(run["rows"]) for run in runs)
     iterations = []
     for i in range(n):
@@ -188,12 +193,12 @@ def contrast(variant: list[dict], control: list[dict]) -> dict:
     paired 95% interval. Each seed is a block, so seed noise in iteration 0 cancels (and
     exactly when the variant was branched from the control: the same iteration 0)."""
     for runs in (variant, control):
-        summarise(runs)   # each side one setting, two runs or more
-    seed_of = {id(r): r["config"]["seed"] for r in variant + control}
-    v, c = ({seed_of[id(r)]: r for r in runs} for runs in (variant, control))
-    if len(v) < len(variant) or len(c) < len(control) or sorted(v) != sorted(c):
-        raise RsirError(f"--against: the two sides need the same seeds, once each (runs: seeds {sorted(seed_of[id(r)] for r in variant)}, "
-                        f"--against: {sorted(seed_of[id(r)] for r in control)})")
+        check_one_setting(runs)
+    v, c = ({r["config"]["seed"]: r for r in runs} for runs in (variant, control))
+    if len(v) < len(variant) or len(c) < len(control) or v.keys() != c.keys():
+        seeds_of = [sorted(r["config"]["seed"] for r in runs) for runs in (variant, control)]
+        raise RsirError(f"--against: the two sides need the same seeds, once each (runs: seeds {seeds_of[0]}, "
+                        f"--against: {seeds_of[1]})")
     seeds = sorted(v)
     n = min(len(r["rows"]) for r in variant + control)
     iterations = []
