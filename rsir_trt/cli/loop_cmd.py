@@ -66,6 +66,8 @@ def loop_cmd(
     """The RSIR recursion: train -> build engine -> generate -> merge -> train successor, K times."""
     acq = AcquireConfig(cap=cap_per_seed, by=acquire, passes=acquire_passes)
     acq.check()   # a bad --acquire is refused even without --cap-per-seed
+    if gen_batch < 1:   # GenConfig would name it --batch-size, which is training's here
+        raise RsirError(f"--gen-batch must be >= 1, got {gen_batch}")
     cfg = LoopConfig(data=data, iterations=iterations, teacher=teacher, student=student or teacher,
                      finetune=finetune, stop_early=stop_early, backend=backend, max_len=max_len, dim=dim,
                      dropout=dropout, layout=layout, seed=seed,
