@@ -128,10 +128,10 @@ def paired_interval(gains: list[float]) -> tuple[float, float]:
     return mean, t975(len(gains) - 1) * statistics.stdev(gains) / len(gains) ** 0.5
 
 
-def check_one_setting(runs: list[dict]) -> None:
+def check_one_setting(runs: list[dict], who: str = "compare") -> None:
     """Two runs or more, whose settings differ in nothing but what replicates may vary."""
     if len(runs) < 2:
-        raise RsirError("compare needs at least two run directories (one setting, different seeds)")
+        raise RsirError(f"{who} needs at least two run directories (one setting, different seeds)")
     want = setting(runs[0]["config"])
     for run in runs[1:]:
         have = setting(run["config"])
@@ -192,8 +192,8 @@ def contrast(variant: list[dict], control: list[dict]) -> dict:
     under the variant minus its own gain under the control (points of %), their mean and
     paired 95% interval. Each seed is a block, so seed noise in iteration 0 cancels (and
     exactly when the variant was branched from the control: the same iteration 0)."""
-    for runs in (variant, control):
-        check_one_setting(runs)
+    for runs, who in ((variant, "compare"), (control, "--against")):
+        check_one_setting(runs, who)
     v, c = ({r["config"]["seed"]: r for r in runs} for runs in (variant, control))
     if len(v) < len(variant) or len(c) < len(control) or v.keys() != c.keys():
         seeds_of = [sorted(r["config"]["seed"] for r in runs) for runs in (variant, control)]

@@ -91,3 +91,6 @@ def test_compare_against_another_setting_seed_by_seed(tmp_path, capsys):
     assert main(["compare", *map(str, var), "--against", str(ctl[0]), "--against", str(other)]) == 2
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and "--against: the two sides need the same seeds" in err and "Traceback" not in err
+    assert main(["compare", *map(str, var), "--against", str(ctl[0])]) == 2   # a control of one run
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "--against needs at least two run directories" in err
