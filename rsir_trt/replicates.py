@@ -109,6 +109,11 @@ def setting(cfg: dict) -> dict:
     return {k: v for k, v in flat.items() if k.split(".")[-1] not in VARY}
 
 
+def differing_keys(a: dict, b: dict) -> list[str]:
+    """The keys of two settings whose values differ, sorted."""
+    return [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
 # Student's t, 97.5% quantile, df 1..30 (tables); beyond, the Cornish-Fisher expansion
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
@@ -135,10 +140,9 @@ def check_one_setting(runs: list[dict], who: str = "compare") -> None:
     want = setting(runs[0]["config"])
     for run in runs[1:]:
         have = setting(run["config"])
-        for key in sorted(set(want) | set(have)):
-            if want.get(key) != have.get(key):
-                raise RsirError(f"{run['root']}: '{key}' is {have.get(key)!r}, {runs[0]['root']} has "
-                                f"{want.get(key)!r}; compare runs of one setting")
+        for key in differing_keys(want, have)[:1]:
+            raise RsirError(f"{run['root']}: '{key}' is {have.get(key)!r}, {runs[0]['root']} has "
+                            f"{want.get(key)!r}; compare runs of one setting")
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -208,7 +212,7 @@ def contrast(variant: list[dict], control: list[dict]) -> dict:
         iterations.append({"iteration": i, "differences": diffs, "ci95": {k: list(paired_interval(d)) for k, d in diffs.items()}})
     want, have = setting(control[0]["config"]), setting(variant[0]["config"])
     return {"runs": [r["root"] for r in variant], "against": [r["root"] for r in control], "seeds": seeds,
-            "differs_in": {k: have.get(k) for k in sorted(set(want) | set(have)) if want.get(k) != have.get(k)},
+            "differs_in": {k: have.get(k) for k in differing_keys(want, have)},
             "same_iteration0": all(v[s]["rows"][0]["test"] == c[s]["rows"][0]["test"] for s in seeds),
             "iterations": iterations}
 
