@@ -142,7 +142,7 @@ def synthetic_seeds(n: int, V: int, rng, mean_len: int = 8) -> SequenceData:
 
 def run_bench(model, data: SequenceData | None, runtimes: list[str], batches: list[int], steps: int = 30,
               warmup: int = 5, gen_seeds: int = 512, gen_batch: int = 1024, gen: GenConfig | None = None,
-              device: str = "cpu", seed: int = 0, progress=print) -> dict:
+              device: str = "cpu", seed: int = 0, gen_repeats: int = 1, progress=print) -> dict:
     threads = configure_cpu()
     model = model.eval()
     c = model.config
@@ -195,21 +195,31 @@ def run_bench(model, data: SequenceData | None, runtimes: list[str], batches: li
             warm = SequenceData(data.name, data.users[:WARMUP_SEEDS], data.item_tokens, data.sequences[:WARMUP_SEEDS])
             for name, rt, share, workers in runs:
                 generate(rt, warm, replace(gcfg, share_rows=share, workers=workers))
-                r = generate(rt, data, replace(gcfg, share_rows=share, workers=workers))
-                results[name] = [s.tobytes() for s in r.synthetic.sequences]
-                gen_rows.append({"runtime": name, "trajectories": r.stats["trajectories"], "seconds": r.stats["seconds"],
-                                 "sequences_per_s": r.stats["sequences_per_s"], "items_per_s": r.stats["items_per_s"],
+                # repeats: this host's speed moves by 20-50% from minute to minute, so the
+                # rates are of the median run (min and max beside it)
+                timed = [generate(rt, data, replace(gcfg, share_rows=share, workers=workers))
+                         for _ in range(gen_repeats)]
+                outputs = [[s.tobytes() for s in r.synthetic.sequences] for r in timed]
+                results[name] = outputs[0]
+                seconds = sorted(r.stats["seconds"] for r in timed)
+                median = float(np.median(seconds))
+                r = timed[0]
+                gen_rows.append({"runtime": name, "trajectories": r.stats["trajectories"], "seconds": median,
+                                 "seconds_min": seconds[0], "seconds_max": seconds[-1], "repeats": gen_repeats,
+                                 "sequences_per_s": r.stats["trajectories"] / median,
+                                 "items_per_s": r.stats["generated_items"] / median,
                                  "mean_len": r.stats["mean_len"], "engine_rows": r.stats.get("engine_rows"),
                                  "engine_head_rows": r.stats.get("engine_head_rows"),
-                                 "workers": r.stats.get("workers", 1)})
-                progress(f"generate {name}: {r.stats['sequences_per_s']:.0f} seq/s")
+                                 "workers": r.stats.get("workers", 1),
+                                 "repeats_identical": all(o == outputs[0] for o in outputs)})
+                progress(f"generate {name}: {gen_rows[-1]['sequences_per_s']:.0f} seq/s (median of {gen_repeats})")
             ref = gen_rows[0]["sequences_per_s"] if gen_rows and gen_rows[0]["runtime"] == "reference" else None
             for row in gen_rows:
                 row["x_reference"] = row["sequences_per_s"] / ref if ref else None
                 row["same_output_as_first"] = results[row["runtime"]] == results[gen_rows[0]["runtime"]]
             settings["generation"] = {"seeds": len(data.users), "m": gcfg.m, "tau": gcfg.tau, "p": gcfg.p,
                                       "max_len": gcfg.max_len, "batch": gen_batch, "data": data.name,
-                                      "warmup_seeds": min(WARMUP_SEEDS, len(data.users))}
+                                      "warmup_seeds": min(WARMUP_SEEDS, len(data.users)), "repeats": gen_repeats}
     return {"settings": settings, "steps": step_rows, "generation": gen_rows}
 
 

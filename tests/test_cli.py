@@ -172,14 +172,18 @@ def test_commands_work_end_to_end(sasrec_ckpt, tmp_path, capsys):
 def test_bench_runs_and_writes_json_and_plot(tmp_path, capsys):
     out = tmp_path / "b"
     assert main(["bench", "--vocab", "500", "--batch", "2,8", "--steps", "3", "--warmup", "1",
-                 "--gen-seeds", "20", "--out", str(out)]) == 0
+                 "--gen-seeds", "20", "--gen-repeats", "2", "--out", str(out)]) == 0
     import json
     r = json.loads((out / "bench.json").read_text())
     assert r["settings"]["torch_isa"] and r["settings"]["cpu"]   # the numbers name their machine
     runtimes = {row["runtime"] for row in r["steps"]}
     assert {"bound (matmul+topk)", "reference", "torch", "onnxruntime"} <= runtimes
     assert all(row["p50_ms"] > 0 and row["p99_ms"] >= row["p50_ms"] for row in r["steps"])
-    assert all(row["same_output_as_first"] for row in r["generation"])
+    assert all(row["same_output_as_first"] and row["repeats_identical"] for row in r["generation"])
+    # two timed runs each: the median between their min and max, the rate from the median
+    assert all(row["repeats"] == 2 and row["seconds_min"] <= row["seconds"] <= row["seconds_max"]
+               and row["sequences_per_s"] == pytest.approx(row["trajectories"] / row["seconds"])
+               for row in r["generation"])
     ort = next(row for row in r["generation"] if row["runtime"] == "onnxruntime")
     assert ort["workers"] == min(r["settings"]["threads"], 20)  # one shard per thread (20 trajectories)
     if ort["workers"] > 1:  # then timed as one worker too
@@ -192,6 +196,7 @@ def test_bench_runs_and_writes_json_and_plot(tmp_path, capsys):
     ("bench --batch a,b", r"--batch: 'a,b' is not a comma-separated list"),
     ("bench --runtimes tvm", r"--runtimes: unknown 'tvm'"),
     ("bench --device cuda", r"--device cuda: not available here"),
+    ("bench --gen-repeats 0", r"--gen-repeats must be >= 1, got 0"),
 ])
 def test_bench_bad_input(argv, message, capsys):
     import re

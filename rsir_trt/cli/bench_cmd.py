@@ -35,6 +35,7 @@ def bench_cmd(
     steps: int = typer.Option(30, "--steps"), warmup: int = typer.Option(5, "--warmup"),
     gen_seeds: int = typer.Option(512, "--gen-seeds", help="Seeds for the whole-generation run (0 = skip)."),
     m: int = typer.Option(1, "--m"),
+    gen_repeats: int = typer.Option(3, "--gen-repeats", help="Timed whole generations per runtime (the median is reported)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     out: Path = typer.Option(Path("bench-out"), "--out", "-o", help="Directory for bench.json and bench.png."),
 ):
@@ -45,7 +46,7 @@ def bench_cmd(
     if bad:
         raise RsirError(f"--runtimes: unknown {bad[0]!r} (choose from {', '.join(RUNTIMES)})")
     batches = parse_ints(batch, "--batch")
-    for name, v in (("--steps", steps), ("--vocab", vocab), ("--s-max", s_max), ("--m", m)):
+    for name, v in (("--steps", steps), ("--vocab", vocab), ("--s-max", s_max), ("--m", m), ("--gen-repeats", gen_repeats)):
         if v < 1:
             raise RsirError(f"{name} must be >= 1, got {v}")
     if device == "auto":
@@ -69,7 +70,7 @@ def bench_cmd(
         from ..models import ModelConfig, create_model
         net = create_model(ModelConfig(kind=model, num_items=vocab, max_len=s_max, dim=dim, layers=layers), seed=0)
     result = run_bench(net, ds, names, batches, steps, warmup, gen_seeds, gen=gcfg, device=device,
-                       progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
+                       gen_repeats=gen_repeats, progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
     write_json(out / "bench.json", result)
     plot(result, out / "bench.png")
     s = result["settings"]
@@ -84,14 +85,15 @@ def bench_cmd(
     console.print(t)
     if result["generation"]:
         g = Table(title=f"whole generation ({s['generation']})")
-        for col in ("runtime", "workers", "trajectories", "state rows", "head rows", "seconds", "seq/s", "items/s",
-                    "x reference", "same output"):
+        for col in ("runtime", "workers", "trajectories", "state rows", "head rows", "seconds (min-max)", "seq/s",
+                    "items/s", "x reference", "same output"):
             g.add_column(col, justify="right")
         for r in result["generation"]:
             rows = [f"{r[k]:,}" if r.get(k) is not None else "-" for k in ("engine_rows", "engine_head_rows")]
-            g.add_row(r["runtime"], str(r["workers"]), str(r["trajectories"]), *rows, f"{r['seconds']:.2f}", f"{r['sequences_per_s']:,.0f}",
-                      f"{r['items_per_s']:,.0f}", f"{r['x_reference']:.1f}" if r["x_reference"] else "-",
-                      str(r["same_output_as_first"]))
+            g.add_row(r["runtime"], str(r["workers"]), str(r["trajectories"]), *rows, f"{r['seconds']:.2f} ({r['seconds_min']:.2f}-{r['seconds_max']:.2f})",
+                      f"{r['sequences_per_s']:,.0f}", f"{r['items_per_s']:,.0f}",
+                      f"{r['x_reference']:.1f}" if r["x_reference"] else "-",
+                      str(r["same_output_as_first"] and r["repeats_identical"]))
         console.print(g)
     for name, why in s["providers"].items():
         if isinstance(why, str):
