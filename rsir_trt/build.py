@@ -53,7 +53,7 @@ def build_engine(ckpt: Path, stem: Path, backend: str = "auto", topk: int = 0, p
     if topk > model.config.num_items - 1:
         raise RsirError(f"--topk {topk} exceeds the vocabulary ({model.config.num_items - 1} items)")
     meta = EngineMeta(backend="onnxruntime", model=payload["model"], weights_hash=payload["weights_hash"],
-                      item_tokens=payload["item_tokens"], topk=topk, precision="fp32")
+                      item_tokens=payload["item_tokens"], topk=topk, precision="fp32", data=payload.get("data", {}))
     stem = Path(stem)
     onnx_path = stem.with_suffix(".onnx")
     summary = {"onnx": str(onnx_path)}

@@ -46,6 +46,7 @@ class EngineMeta:
     batch_profile: list = field(default_factory=list)   # TensorRT: min/opt/max batch
     format: str = FORMAT
     versions: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)   # the real data the model was trained on (data/identity.py)
 
     @property
     def num_items(self) -> int:

@@ -26,7 +26,7 @@ import numpy as np
 from . import checkpoint, fault
 from .acquire import AcquireConfig, acquire
 from .atomic import atomic_path, make_dir, write_json
-from .data import SequenceData, Synthetic, write_synthetic, write_training_file
+from .data import SequenceData, Synthetic, identity, write_synthetic, write_training_file
 from .errors import RsirError
 from .evaluate import evaluate
 from .generate import GenConfig, generate
@@ -150,7 +150,8 @@ class Run:
         result = train(model, data, tcfg, progress=progress, snapshot=snapshot)
         test = evaluate(model, data, "test")
         checkpoint.save(self.it(k) / f"{kind}.pt", model, data.item_tokens, train=asdict(tcfg),
-                        data={"source": self.cfg.data, "format": "auto", "max_len": self.cfg.max_len, "kcore": 0},
+                        data={"source": self.cfg.data, "format": "auto", "max_len": self.cfg.max_len, "kcore": 0,
+                              **identity(data)},
                         result={"best_epoch": result.best_epoch, "seconds": result.seconds})
         write_json(self.it(k) / f"metrics-{kind}.json",
                    {"valid": result.valid, "test": test, "best_epoch": result.best_epoch,

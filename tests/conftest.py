@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from rsir_trt import checkpoint
-from rsir_trt.data import open_dataset
+from rsir_trt.data import identity, open_dataset
 from rsir_trt.models import ModelConfig, create_model
 from rsir_trt.train import TrainConfig, train
 
@@ -30,7 +30,8 @@ def _trained(tmp_path_factory, data, kind, epochs=2, **model):
     m = create_model(ModelConfig(kind=kind, num_items=data.num_items, **model))
     train(m, data, TrainConfig(epochs=epochs, patience=5))
     path = tmp_path_factory.mktemp(kind) / "model.pt"
-    checkpoint.save(path, m, data.item_tokens, data={"source": None, "format": "auto", "max_len": 50, "kcore": 0})
+    checkpoint.save(path, m, data.item_tokens, data={"source": None, "format": "auto", "max_len": 50, "kcore": 0,
+                                                     **identity(data)})
     return path
 
 

@@ -13,6 +13,7 @@ def files(tmp_path_factory, sasrec_ckpt):
     (d / "malformed.txt").write_text("1 2 3 4\n2 5 x 7\n")
     (d / "short.txt").write_text("1 2 3 4\n2 5\n")
     (d / "foreign_items.txt").write_text("1 99991 99992 99993 99994\n")
+    (d / "other_users.txt").write_text("1 1 2 3 4\n2 5 6 7 8\n")   # valid ml-100k item ids, other users
     (d / "garbage.pt").write_bytes(b"this is not a checkpoint")
     torch.save({"weights": torch.zeros(3)}, d / "foreign.pt")
     payload = torch.load(sasrec_ckpt, weights_only=True)
@@ -62,6 +63,9 @@ CASES = [
     ("build-misfit", "build-engine {d}/misfit.pt --out {o}", r"misfit.pt: weights do not fit its model config"),
     ("eval-missing", "evaluate {d}/missing.pt", r"missing.pt: no such checkpoint"),
     ("eval-split", "evaluate {ckpt} --split train", r"unknown split 'train'"),
+    ("eval-other-data", "evaluate {ckpt} --data {d}/other_users.txt",
+     r"--data .*other_users.txt: the model was trained on ml-100k \(943 users, 39,929 interactions\), not on this "
+     r"data \(other_users \(2 users, 8 interactions\)\); --other-data uses it anyway"),
     # build-engine
     ("build-garbage", "build-engine {d}/garbage.pt --out {o}", r"not a readable rsir-trt checkpoint"),
     ("build-backend", "build-engine {ckpt} --backend openvino --out {o}", r"--backend: 'openvino'"),
@@ -74,6 +78,9 @@ CASES = [
     ("gen-p", "generate --engine {d}/engine.onnx --out {o} --p 1.5", r"--p must be in \[0, 1\]"),
     ("gen-m", "generate --engine {d}/engine.onnx --out {o} --m 0", r"--m must be >= 1"),
     ("gen-batch", "generate --engine {d}/engine.onnx --out {o} --batch-size 0", r"--batch-size must be >= 1"),
+    ("gen-other-data", "generate --engine {d}/engine.onnx --data {d}/other_users.txt --out {o}",
+     r"--data .*other_users.txt: the model was trained on ml-100k .*--other-data uses it anyway"),
+    ("gen-other-data-torch", "generate --engine {ckpt} --data {d}/other_users.txt --out {o}", r"--other-data"),
     ("gen-other-vocab", "generate --engine {d}/engine.onnx --data {d}/foreign_items.txt --out {o}", r"not in the model's vocabulary"),
     ("gen-truncated", "generate --engine {d}/truncated.onnx --out {o}", r"truncated.onnx: not a readable ONNX file|cannot load"),
     ("gen-foreign-engine", "generate --engine {d}/garbage.pt --out {o}", r"not a readable rsir-trt checkpoint"),
@@ -221,3 +228,23 @@ def test_generate_can_seed_from_an_earlier_round(sasrec_ckpt, tmp_path, capsys):
     assert main(["generate", "-e", str(tmp_path / "e.onnx"), "--out", str(tmp_path / "x.txt"),
                  "--synthetic-seeds"]) == 2
     assert "--synthetic-seeds needs --extra" in capsys.readouterr().err
+
+
+def test_other_data_runs_only_when_asked(sasrec_ckpt, tmp_path, capsys):
+    """Integer item ids make another dataset's items valid ids of this model: the recorded
+    training data tells them apart, and --other-data lets a user seed from other users."""
+    from rsir_trt.engine_meta import read_onnx_meta
+    other = tmp_path / "other.txt"
+    other.write_text("".join(f"{u} {u} {u + 1} {u + 2} {u + 3}\n" for u in range(1, 41)))
+    assert main(["build-engine", str(sasrec_ckpt), "--out", str(tmp_path / "e")]) == 0
+    trained_on = read_onnx_meta(tmp_path / "e.onnx").data
+    assert trained_on["name"] == "ml-100k" and trained_on["users"] == 943 and len(trained_on["fingerprint"]) == 16
+    out = tmp_path / "syn.txt"
+    capsys.readouterr()
+    assert main(["generate", "-e", str(tmp_path / "e.onnx"), "--data", str(other), "--out", str(out)]) == 2
+    assert "other (40 users, 160 interactions)" in capsys.readouterr().err and not out.exists()
+    assert main(["generate", "-e", str(tmp_path / "e.onnx"), "--data", str(other), "--out", str(out),
+                 "--other-data"]) == 0
+    assert out.exists()
+    assert main(["evaluate", str(sasrec_ckpt), "--data", str(other), "--other-data"]) == 0
+    assert main(["evaluate", str(sasrec_ckpt), "--data", "ml-100k"]) == 0   # the training data by name

@@ -137,3 +137,18 @@ def test_recbole_benchmark_export_keeps_the_split(tmp_path, capsys):
     assert "exists and is not a directory" in capsys.readouterr().err
     assert main(["data", "export-recbole", "--data", str(data), "--extra", str(data), "--out", str(out)]) == 2
     assert "provenance file" in capsys.readouterr().err
+
+
+def test_identity_names_the_real_data_only():
+    import numpy as np
+    from rsir_trt.data import identity
+    from rsir_trt.data.dataset import Synthetic
+    a = build("x", ["u1", "u2"], [["1", "2", "3"], ["2", "3", "4", "5"]])
+    same = build("x", ["u1", "u2"], [["1", "2", "3"], ["2", "3", "4", "5"]])
+    same.synthetic.extend(Synthetic([np.array([1, 2, 3])], [0], [1]))   # synthetic rows are not the data
+    moved = build("x", ["u1", "u2"], [["1", "2", "3"], ["2", "3", "5", "4"]])   # one order swapped
+    renamed = build("x", ["u1", "u3"], [["1", "2", "3"], ["2", "3", "4", "5"]])
+    ident = identity(a)
+    assert ident["users"] == 2 and ident["interactions"] == 7 and ident == identity(same)
+    assert ident["fingerprint"] != identity(moved)["fingerprint"] != identity(renamed)["fingerprint"]
+    assert ident["fingerprint"] != identity(renamed)["fingerprint"]

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from ..atomic import check_writable, write_json
 from ..build import build_engine
-from ..data import SequenceData, add_synthetic_file, open_dataset, write_synthetic
+from ..data import SequenceData, add_synthetic_file, check_trained_on, open_dataset, write_synthetic
 from ..errors import RsirError
 from ..generate import GenConfig, generate
 from ..runtime import open_runtime
@@ -58,6 +58,7 @@ def generate_cmd(
     temperature: float = typer.Option(1.0, "--temperature"),
     extra: Optional[Path] = typer.Option(None, "--extra", help="Synthetic rows from an earlier round (generate's output)."),
     synthetic_seeds: bool = typer.Option(False, "--synthetic-seeds", help="Also seed from the --extra rows."),
+    other_data: bool = typer.Option(False, "--other-data", help="Seed from data other than the model's training data (same item catalogue)."),
     seed: int = typer.Option(0, "--seed"),
     batch_size: int = typer.Option(1024, "--batch-size", help="Trajectories in flight (engine rows <= this)."),
     workers: int = typer.Option(0, "--workers", help="Workers run side by side, one engine session each (onnxruntime), taking seeds from one queue; 0 = one per CPU thread on CPU. Never changes the output."),
@@ -73,6 +74,7 @@ def generate_cmd(
     runtime = open_runtime(engine, backend, provider=provider, topk=sample_topk)
     ds = open_dataset(data, fmt, max_len=runtime.meta.max_len, item_tokens=runtime.meta.item_tokens)
     runtime.meta.check(str(engine), item_tokens=ds.item_tokens, max_len=max_len, topk=sample_topk)
+    check_trained_on(runtime.meta.data, ds, f"--data {data or ds.name}", other_data)
     if synthetic_seeds and extra is None:
         raise RsirError("--synthetic-seeds needs --extra FILE (the synthetic rows to seed from)")
     if extra is not None:

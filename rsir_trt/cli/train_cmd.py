@@ -9,7 +9,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .. import checkpoint, fault
 from ..atomic import write_json
-from ..data import open_dataset
+from ..data import check_trained_on, identity, open_dataset
 from ..errors import RsirError
 from ..evaluate import evaluate
 from ..models import ModelConfig, create_model
@@ -74,7 +74,7 @@ def train_cmd(
         snapshot.unlink(missing_ok=True)
     result = fit(net, ds, cfg, f"{model} on {ds.name}", snapshot=snapshot)
     test = evaluate(net, ds, "test")
-    data_info = {"source": data, "format": fmt, "max_len": max_len, "kcore": kcore, "name": ds.name}
+    data_info = {"source": data, "format": fmt, "max_len": max_len, "kcore": kcore, **identity(ds)}
     checkpoint.save(out / "model.pt", net, ds.item_tokens, data=data_info, train=cfg.__dict__,
                     result={"best_epoch": result.best_epoch, "seconds": result.seconds,
                             "epochs_run": result.epochs_run})
@@ -96,6 +96,7 @@ def evaluate_cmd(
     fmt: str = FormatOpt,
     split: str = typer.Option("test", "--split", help="valid | test"),
     json_out: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
+    other_data: bool = typer.Option(False, "--other-data", help="Evaluate on data other than the training data (same item catalogue)."),
 ):
     """Full-ranking Recall/NDCG@5/10/20 and MRR of a checkpoint, history items excluded."""
     net, payload = checkpoint.load_model(ckpt)
@@ -103,6 +104,7 @@ def evaluate_cmd(
     ds = open_dataset(data or info.get("source"), fmt if data else info.get("format", "auto"),
                       max_len=info.get("max_len", net.config.max_len), k_core=info.get("kcore", 0),
                       item_tokens=payload["item_tokens"])
+    check_trained_on(info, ds, f"--data {data}" if data else str(ckpt), other_data)
     m = evaluate(net, ds, split)
     if json_out:
         console.print_json(json.dumps(m))

@@ -1,6 +1,7 @@
 from .catalog import BENCHMARKS, DEFAULT, resolve
 from .dataset import (SequenceData, Synthetic, add_synthetic_file, build, load, write_sequences, write_synthetic,
                       write_training_file)
+from .identity import check_trained_on, identity
 
 
 def open_dataset(name_or_path=None, fmt="auto", max_len=50, k_core=0, item_tokens=None) -> SequenceData:
@@ -13,5 +14,6 @@ def open_dataset(name_or_path=None, fmt="auto", max_len=50, k_core=0, item_token
     return data
 
 
-__all__ = ["SequenceData", "Synthetic", "add_synthetic_file", "build", "load", "open_dataset", "resolve",
+__all__ = ["SequenceData", "Synthetic", "add_synthetic_file", "build", "check_trained_on", "identity", "load",
+           "open_dataset", "resolve",
            "write_sequences", "write_synthetic", "write_training_file"]

@@ -13,7 +13,7 @@ BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch", "reference")
 def checkpoint_meta(payload: dict, topk: int = 0):
     from ..engine_meta import EngineMeta
     return EngineMeta(backend="torch", model=payload["model"], weights_hash=payload["weights_hash"],
-                      item_tokens=payload["item_tokens"], topk=topk)
+                      item_tokens=payload["item_tokens"], topk=topk, data=payload.get("data", {}))
 
 
 def open_runtime(path: str | Path, backend: str = "auto", provider: str = "cpu", threads: int | None = None,
