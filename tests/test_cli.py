@@ -4,6 +4,7 @@ import pytest
 
 from rsir_trt.build import build_engine
 from rsir_trt.cli import main
+from rsir_trt.data import open_dataset
 
 
 @pytest.fixture(scope="module")
@@ -14,6 +15,11 @@ def files(tmp_path_factory, sasrec_ckpt):
     (d / "short.txt").write_text("1 2 3 4\n2 5\n")
     (d / "foreign_items.txt").write_text("1 99991 99992 99993 99994\n")
     (d / "other_users.txt").write_text("1 1 2 3 4\n2 5 6 7 8\n")   # valid ml-100k item ids, other users
+    ml = open_dataset(None)
+    first = ml.item_tokens[ml.sequences[0][0]]
+    other = next(t for t in ml.item_tokens[1:] if t != first)
+    (d / "other_rows.txt").write_text(f"2000 {other} {first} {other}9\n".replace(f"{other}9", ml.item_tokens[5]))
+    (d / "other_rows.txt.provenance.tsv").write_text(f"synthetic_user\tseed_user\titeration\n2000\t{ml.users[0]}\t1\n")
     (d / "garbage.pt").write_bytes(b"this is not a checkpoint")
     torch.save({"weights": torch.zeros(3)}, d / "foreign.pt")
     payload = torch.load(sasrec_ckpt, weights_only=True)
@@ -81,6 +87,8 @@ CASES = [
     ("gen-other-data", "generate --engine {d}/engine.onnx --data {d}/other_users.txt --out {o}",
      r"--data .*other_users.txt: the model was trained on ml-100k .*--other-data uses it anyway"),
     ("gen-other-data-torch", "generate --engine {ckpt} --data {d}/other_users.txt --out {o}", r"--other-data"),
+    ("gen-extra-other-data", "generate --engine {d}/engine.onnx --extra {d}/other_rows.txt --out {o}",
+     r"--extra .*other_rows.txt: synthetic user 2000 does not start with the first item of its seed user"),
     ("gen-other-vocab", "generate --engine {d}/engine.onnx --data {d}/foreign_items.txt --out {o}", r"not in the model's vocabulary"),
     ("gen-truncated", "generate --engine {d}/truncated.onnx --out {o}", r"truncated.onnx: not a readable ONNX file|cannot load"),
     ("gen-foreign-engine", "generate --engine {d}/garbage.pt --out {o}", r"not a readable rsir-trt checkpoint"),

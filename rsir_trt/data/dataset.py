@@ -169,6 +169,12 @@ def add_synthetic_file(ds: SequenceData, extra: Path, max_len: int) -> None:
     missing = [u for u in users if u not in seed_of]
     if missing:
         raise RsirError(f"{prov}: no provenance for synthetic user {missing[0]}")
+    # every generated row starts with its seed's first item; rows of other data (numeric
+    # ids and users make them look valid) almost never do
+    wrong = [u for u, row in zip(users, rows.sequences) if row[0] != ds.sequences[seed_of[u]][0]]
+    if wrong:
+        raise RsirError(f"--extra {extra}: synthetic user {wrong[0]} does not start with the first item of its "
+                        f"seed user {ds.users[seed_of[wrong[0]]]}: generated from other data (or another --max-len)")
     ds.synthetic.sequences += rows.sequences
     ds.synthetic.seed_user += [seed_of[u] for u in users]
     ds.synthetic.iteration += [iteration_of[u] for u in users]
