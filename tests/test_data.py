@@ -107,7 +107,7 @@ def test_recbole_benchmark_export_keeps_the_split(tmp_path, capsys):
     """Synthetic rows only train; validation and test are each real user's own target."""
     from rsir_trt.cli import main
     data = write(tmp_path, "d.txt", "1 15 10 11 12 13 14\n2 20 21 22\n")  # --max-len 5 drops 15
-    syn = write(tmp_path, "syn.txt", "9 11 12 20\n")
+    syn = write(tmp_path, "syn.txt", "9 10 12 20\n")   # starts as its seed user 1 does (after truncation)
     write(tmp_path, "syn.txt.provenance.tsv", "synthetic_user\tseed_user\titeration\n9\t1\t1\n")
     out = tmp_path / "aug"
     assert main(["data", "export-recbole", "--data", str(data), "--max-len", "5", "--extra", str(syn),
@@ -115,7 +115,7 @@ def test_recbole_benchmark_export_keeps_the_split(tmp_path, capsys):
     head = "user_id:token\titem_id_list:token_seq\titem_id:token"
     rows = {s: (out / f"aug.{s}.inter").read_text().splitlines() for s in ("train", "valid", "test")}
     # user 2's single training item has no next item; the synthetic user gets a fresh id (3)
-    assert rows["train"] == [head, "1\t10\t11", "1\t10 11\t12", "3\t11\t12", "3\t11 12\t20"]
+    assert rows["train"] == [head, "1\t10\t11", "1\t10 11\t12", "3\t10\t12", "3\t10 12\t20"]
     assert rows["valid"] == [head, "1\t10 11 12\t13", "2\t20\t21"]
     assert rows["test"] == [head, "1\t10 11 12 13\t14", "2\t20 21\t22"]
     # the whole vocabulary, so RecBole ranks the same items (15 appears in no row)
