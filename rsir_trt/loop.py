@@ -26,7 +26,7 @@ import numpy as np
 from . import checkpoint, fault
 from .acquire import AcquireConfig, acquire
 from .atomic import atomic_path, make_dir, write_json
-from .data import SequenceData, Synthetic, identity, write_synthetic, write_training_file
+from .data import SequenceData, Synthetic, check_trained_on, identity, write_synthetic, write_training_file
 from .errors import RsirError
 from .evaluate import evaluate
 from .generate import GenConfig, generate
@@ -281,9 +281,19 @@ def branch(root: Path, source: Path, kinds: list[str]) -> None:
     write_json(root / "state.json", {"done": [f"iter0/train-{k}" for k in kinds]})
 
 
-def start_run(root: Path, cfg: LoopConfig, resume: bool, branch_from: Path | None = None) -> None:
+def check_run_data(run: Path, cfg: LoopConfig, data: SequenceData, advice: str) -> None:
+    """`run`'s iteration-0 models were trained on `data` (the same name can hold other
+    content: an edited file; runs from before session 28 record nothing)."""
+    for kind in dict.fromkeys([cfg.teacher, cfg.student]):
+        path = run / "iter0" / f"{kind}.pt"
+        if path.exists():
+            check_trained_on(checkpoint.load(path).get("data", {}), data, str(path), advice=advice)
+
+
+def start_run(root: Path, cfg: LoopConfig, resume: bool, branch_from: Path | None = None,
+              data: SequenceData | None = None) -> None:
     """Create the run directory (optionally branched from another run's iteration 0) or
-    check a resumed one matches its config."""
+    check a resumed one matches its config (and `data`, when given)."""
     cfg.check()
     root = Path(root)
     cfg_path = root / "config.json"
@@ -294,10 +304,14 @@ def start_run(root: Path, cfg: LoopConfig, resume: bool, branch_from: Path | Non
         if old_cfg.comparable() != cfg.comparable():
             diff = sorted(k for k, v in cfg.comparable().items() if old_cfg.comparable().get(k) != v)
             raise RsirError(f"{root}: --resume with different settings ({', '.join(diff)}) than the run was started with")
+        if data is not None:
+            check_run_data(root, cfg, data, "resume it with the data it was started with")
     elif resume:
         raise RsirError(f"{root}: nothing to resume (no config.json)")
     source = Path(branch_from) if branch_from is not None and not cfg_path.exists() else None
     kinds = branch_kinds(cfg, source) if source else []
+    if source and data is not None:
+        check_run_data(source, cfg, data, "branch from a run of this data")
     make_dir(root, f"--out {root}")
     if kinds:
         branch(root, source, kinds)

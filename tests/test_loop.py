@@ -112,6 +112,30 @@ def test_branch_reuses_the_baseline_and_refuses_a_different_one(reference_run, t
     assert "train" in bad.stderr and not (tmp_path / "other").exists()  # nothing created
 
 
+def test_resume_and_branch_refuse_other_data_under_the_same_name(reference_run, tmp_path):
+    """A data file edited after the run started (same --data, other content) is refused
+    before anything is written: the iteration-0 checkpoint records the data it saw."""
+    import shutil
+    from rsir_trt.data import open_dataset, write_sequences
+    ml = open_dataset(None)
+    seqs = [s.copy() for s in ml.sequences]
+    seqs[0][[0, 1]] = seqs[0][[1, 0]]                                   # one user's first two items swapped
+    edited = tmp_path / "ml.txt"
+    write_sequences(edited, ml.users, seqs, ml.item_tokens)
+    copy = tmp_path / "copy"
+    shutil.copytree(reference_run, copy)
+    cfg = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**cfg, "data": str(edited)}))   # as if started on that file
+    before = sorted(p.name for p in copy.rglob("*"))
+    r = cli([*ARGS, "--data", str(edited), "--out", str(copy), "--resume"])
+    assert r.returncode == 2 and r.stderr.count("error:") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "iter0/sasrec.pt: the model was trained on ml-100k (943 users" in r.stderr
+    assert "resume it with the data it was started with" in r.stderr
+    assert sorted(p.name for p in copy.rglob("*")) == before
+    r = cli([*ARGS, "--data", str(edited), "--out", str(tmp_path / "new"), "--branch-from", str(copy)])
+    assert r.returncode == 2 and "branch from a run of this data" in r.stderr and not (tmp_path / "new").exists()
+
+
 def test_branch_from_a_corrupt_run_is_one_error_line(tmp_path):
     src = tmp_path / "src"
     src.mkdir()

@@ -83,7 +83,7 @@ def loop_cmd(
     root = Path(out or f"runs/loop-{ds.name}")
     if seeds is not None:
         return loop_seeds(ctx, cfg, root, replicates.parse_seeds(seeds), jobs, resume, branch_from)
-    start_run(root, cfg, resume, branch_from)
+    start_run(root, cfg, resume, branch_from, ds)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("", total=None, info="")

@@ -29,7 +29,10 @@ def describe(ident: dict) -> str:
     return f"{ident.get('name')} ({ident.get('users', 0):,} users, {ident.get('interactions', 0):,} interactions)"
 
 
-def check_trained_on(trained_on: dict, data, where: str, other_data: bool = False) -> None:
+OTHER_DATA = "--other-data uses it anyway (other users of the same item catalogue)"
+
+
+def check_trained_on(trained_on: dict, data, where: str, other_data: bool = False, advice: str = OTHER_DATA) -> None:
     """Refuse `data` unless it is the data the model was trained on (or `other_data`).
     Models saved before fingerprints were recorded are not checked."""
     if other_data or not trained_on.get("fingerprint"):
@@ -37,4 +40,4 @@ def check_trained_on(trained_on: dict, data, where: str, other_data: bool = Fals
     here = identity(data)
     if here["fingerprint"] != trained_on["fingerprint"]:
         raise RsirError(f"{where}: the model was trained on {describe(trained_on)}, not on this data "
-                        f"({describe(here)}); --other-data uses it anyway (other users of the same item catalogue)")
+                        f"({describe(here)}); {advice}")
