@@ -212,10 +212,13 @@ def test_bench_runs_and_writes_json_and_plot(tmp_path, capsys):
     ("bench --runtimes tvm", r"--runtimes: unknown 'tvm'"),
     ("bench --device cuda", r"--device cuda: not available here"),
     ("bench --gen-repeats 0", r"--gen-repeats must be >= 1, got 0"),
+    ("bench --ckpt {ckpt} --data {other} --batch 2", r"--data .*other.txt: the model was trained on ml-100k"),
 ])
-def test_bench_bad_input(argv, message, capsys):
+def test_bench_bad_input(argv, message, sasrec_ckpt, tmp_path, capsys):
     import re
-    assert main(argv.split()) == 2
+    other = tmp_path / "other.txt"
+    other.write_text("1 1 2 3 4\n")
+    assert main(argv.format(ckpt=sasrec_ckpt, other=other).split()) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and re.search(message, err)
 

@@ -29,6 +29,7 @@ def bench_cmd(
     vocab: int = typer.Option(12102, "--vocab", help="Vocabulary size (random model); ignored with --ckpt."),
     ckpt: Optional[Path] = typer.Option(None, "--ckpt", help="Benchmark a trained checkpoint instead."),
     data: Optional[str] = typer.Option(None, "--data", help="With --ckpt: seeds from this dataset (real policy, tau=10)."),
+    other_data: bool = typer.Option(False, "--other-data", help="--data other than the checkpoint's training data (same item catalogue)."),
     model: str = typer.Option("sasrec", "--model"),
     dim: int = typer.Option(64, "--dim"), layers: int = typer.Option(2, "--layers"),
     s_max: int = typer.Option(50, "--s-max"),
@@ -61,8 +62,9 @@ def bench_cmd(
         from ..checkpoint import load_model
         net, payload = load_model(ckpt)
         if data:
-            from ..data import open_dataset
+            from ..data import check_trained_on, open_dataset
             ds = open_dataset(data, max_len=net.config.max_len, item_tokens=payload["item_tokens"])
+            check_trained_on(payload.get("data", {}), ds, f"--data {data}", other_data)
             gcfg = GenConfig(m=m, max_len=net.config.max_len)
         else:
             gcfg = GenConfig(m=m, tau=net.config.num_items, max_len=net.config.max_len)
