@@ -17,7 +17,7 @@ from pathlib import Path
 from .atomic import make_dir
 from .errors import RsirError
 from .loop import read_config
-from .report import KEYS, SELECT_BY, gain, selected
+from .report import KEYS, SELECT_BY, collect, gain, selected
 from .system import cpu_threads
 
 VARY = ("seed", "iterations", "stop_early", "backend")  # may differ between replicates
@@ -83,20 +83,21 @@ def last_line(log: Path) -> str:
 
 
 def load_run(root: Path) -> dict:
+    """A loop run's iterations so far, from each finished iteration's metrics (not the
+    report, which is written when the loop ends): runs still going compare too."""
     root = Path(root)
-    for name in ("config.json", "report.json"):
-        if not (root / name).is_file():
-            raise RsirError(f"{root / name}: missing (not a loop run directory, or no iteration finished yet)")
+    if not (root / "config.json").is_file():
+        raise RsirError(f"{root / 'config.json'}: missing (not a loop run directory)")
     try:
-        cfg = read_config(root / "config.json").comparable()  # defaults filled in: older runs compare too
-        rows = json.loads((root / "report.json").read_text())["iterations"]
+        cfg = read_config(root / "config.json")   # defaults filled in: older runs compare too
+        rows = collect(root, cfg.student)
         for r in rows:
             [float(r[split][k]) for split in ("valid", "test") for k in KEYS]
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise RsirError(f"{root}: unreadable loop report ({type(e).__name__}: {e})") from None
+        raise RsirError(f"{root}: unreadable loop metrics ({type(e).__name__}: {e})") from None
     if not rows:
-        raise RsirError(f"{root / 'report.json'}: no iteration in it")
-    return {"root": str(root), "config": cfg, "rows": rows}
+        raise RsirError(f"{root}: no iteration finished yet")
+    return {"root": str(root), "config": cfg.comparable(), "rows": rows}
 
 
 def setting(cfg: dict) -> dict:

@@ -22,11 +22,15 @@ def test_markdown_states_the_selected_iteration_and_its_gain():
 
 
 def write_run(root, seed, rows, tau=10):
+    """A loop run directory as the loop leaves it after len(rows) finished iterations."""
     import json
     root.mkdir()
-    (root / "config.json").write_text(json.dumps({"data": "beauty", "seed": seed, "iterations": len(rows) - 1,
+    (root / "config.json").write_text(json.dumps({"data": "beauty", "seed": seed, "iterations": 3,
                                                   "gen": {"tau": tau, "seed": seed}, "train": {"lr": 1e-3, "seed": seed}}))
-    (root / "report.json").write_text(json.dumps({"iterations": rows}))
+    for r in rows:
+        (root / f"iter{r['iteration']}").mkdir()
+        (root / f"iter{r['iteration']}" / "metrics-sasrec.json").write_text(json.dumps(
+            {k: r[k] for k in ("valid", "test", "train_sequences", "train_interactions", "train_seconds", "best_epoch")}))
     return root
 
 
@@ -57,13 +61,16 @@ def test_compare_refuses_what_is_not_replicates(tmp_path, capsys):
     from rsir_trt.cli import main
     a = write_run(tmp_path / "a", 0, [row(0, 0.03, 0.04)])
     b = write_run(tmp_path / "b", 1, [row(0, 0.03, 0.05)], tau=12102)
-    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "iter0").mkdir(parents=True)
     (tmp_path / "c" / "config.json").write_text("{}")
-    (tmp_path / "c" / "report.json").write_text("{not json")
+    (tmp_path / "c" / "iter0" / "metrics-sasrec.json").write_text("{not json")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "config.json").write_text("{}")
     for args, message in [([a], "at least two run directories"),
                           ([a, b], "'gen.tau' is 12102, "),
                           ([a, tmp_path / "none"], "none/config.json: missing"),
-                          ([a, tmp_path / "c"], "unreadable loop report")]:
+                          ([a, tmp_path / "c"], "unreadable loop metrics"),
+                          ([a, tmp_path / "d"], "d: no iteration finished yet")]:
         assert main(["compare", *map(str, args), "--out", str(tmp_path / "x")]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, err
