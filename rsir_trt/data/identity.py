@@ -3,8 +3,9 @@
 The vocabulary check alone cannot tell: datasets in the one-line-per-user format number
 their items 1..N, so every Beauty item (1..12,101) is also a valid Sports item id, and a
 Sports engine would generate from Beauty's users without a word. A checkpoint (and each
-engine built from it) records the identity of its real data; `generate` and `evaluate`
-refuse other data unless asked (`--other-data`: other users of the same item catalogue)."""
+engine built from it) records the identity of its real data; `generate`, `evaluate` and
+`bench` refuse other data unless asked (`--other-data`: other users of the same item
+catalogue), and `loop --resume` / `--branch-from` refuse it outright."""
 from __future__ import annotations
 
 import hashlib
