@@ -150,5 +150,5 @@ def test_identity_names_the_real_data_only():
     renamed = build("x", ["u1", "u3"], [["1", "2", "3"], ["2", "3", "4", "5"]])
     ident = identity(a)
     assert ident["users"] == 2 and ident["interactions"] == 7 and ident == identity(same)
-    assert ident["fingerprint"] != identity(moved)["fingerprint"] != identity(renamed)["fingerprint"]
-    assert ident["fingerprint"] != identity(renamed)["fingerprint"]
+    prints = {identity(d)["fingerprint"] for d in (a, moved, renamed)}
+    assert len(prints) == 3   # an item order or a user id changed: another fingerprint
