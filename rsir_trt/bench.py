@@ -26,9 +26,6 @@ from .wide_matmul import all_item_scores
 RUNTIMES = ("reference", "torch", "onnxruntime", "tensorrt")
 
 
-WARMUP_SEEDS = 256   # seeds of the untimed generation before each timed one
-
-
 def percentiles(times: list[float]) -> dict:
     ms = np.asarray(times) * 1e3
     return {"p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
@@ -189,37 +186,43 @@ def run_bench(model, data: SequenceData | None, runtimes: list[str], batches: li
             runs += [(f"{name}, one row per trajectory", rt, False, gcfg.workers) for name, rt in engines if gcfg.m > 1]
             runs += [(f"{name}, 1 worker", rt, True, 1) for name, rt in engines
                      if not gcfg.workers and rt.default_workers > 1]
-            # one untimed warm-up per runtime and setting (the first seeds): the timed run then
-            # measures the rate, not one-time costs (worker sessions, ONNX Runtime's first
-            # allocations per input shape, torch's first calls); the step timings warm up too
-            warm = SequenceData(data.name, data.users[:WARMUP_SEEDS], data.item_tokens, data.sequences[:WARMUP_SEEDS])
-            for name, rt, share, workers in runs:
-                generate(rt, warm, replace(gcfg, share_rows=share, workers=workers))
-                # repeats: this host's speed moves by 20-50% from minute to minute, so the
-                # rates are of the median run (min and max beside it)
-                timed = [generate(rt, data, replace(gcfg, share_rows=share, workers=workers))
-                         for _ in range(gen_repeats)]
-                outputs = [[s.tobytes() for s in r.synthetic.sequences] for r in timed]
+            # one untimed whole generation per runtime and setting first (its time reported, its
+            # output compared): the timed runs then measure the rate, not one-time costs
+            # (worker sessions, ONNX Runtime's allocations
+            # per input shape, torch's first calls; after a 256-seed warm-up the first whole
+            # Beauty runs on ONNX Runtime were still 1.3-2x the later ones). The repeats go
+            # round the runtimes in turn, so that each runtime's runs sample the same stretch of
+            # this host, whose speed moves by 20-50% from minute to minute; rates are of the
+            # median run (min and max beside it). The step timings warm up too.
+            settings_of = [(name, rt, replace(gcfg, share_rows=share, workers=workers))
+                           for name, rt, share, workers in runs]
+            timed = {name: [generate(rt, data, cfg)] for name, rt, cfg in settings_of}   # [0]: untimed
+            for _ in range(gen_repeats):
+                for name, rt, cfg in settings_of:
+                    timed[name].append(generate(rt, data, cfg))
+                    progress(f"generate {name}: {timed[name][-1].stats['seconds']:.2f} s")
+            for name, _, _ in settings_of:
+                outputs = [[s.tobytes() for s in r.synthetic.sequences] for r in timed[name]]
                 results[name] = outputs[0]
-                seconds = sorted(r.stats["seconds"] for r in timed)
+                seconds = sorted(r.stats["seconds"] for r in timed[name][1:])
                 median = float(np.median(seconds))
-                r = timed[0]
+                r = timed[name][0]
                 gen_rows.append({"runtime": name, "trajectories": r.stats["trajectories"], "seconds": median,
                                  "seconds_min": seconds[0], "seconds_max": seconds[-1], "repeats": gen_repeats,
+                                 "untimed_first_seconds": r.stats["seconds"],
                                  "sequences_per_s": r.stats["trajectories"] / median,
                                  "items_per_s": r.stats["generated_items"] / median,
                                  "mean_len": r.stats["mean_len"], "engine_rows": r.stats.get("engine_rows"),
                                  "engine_head_rows": r.stats.get("engine_head_rows"),
                                  "workers": r.stats.get("workers", 1),
                                  "repeats_identical": all(o == outputs[0] for o in outputs)})
-                progress(f"generate {name}: {gen_rows[-1]['sequences_per_s']:.0f} seq/s (median of {gen_repeats})")
             ref = gen_rows[0]["sequences_per_s"] if gen_rows and gen_rows[0]["runtime"] == "reference" else None
             for row in gen_rows:
                 row["x_reference"] = row["sequences_per_s"] / ref if ref else None
                 row["same_output_as_first"] = results[row["runtime"]] == results[gen_rows[0]["runtime"]]
             settings["generation"] = {"seeds": len(data.users), "m": gcfg.m, "tau": gcfg.tau, "p": gcfg.p,
                                       "max_len": gcfg.max_len, "batch": gen_batch, "data": data.name,
-                                      "warmup_seeds": min(WARMUP_SEEDS, len(data.users)), "repeats": gen_repeats}
+                                      "warmup": "one whole generation", "repeats": gen_repeats}
     return {"settings": settings, "steps": step_rows, "generation": gen_rows}
 
 

@@ -34,7 +34,7 @@ class GenConfig:
     temperature: float = 1.0
     synthetic_seeds: bool = False # also seed from synthetic rows already in the data
     seed: int = 0
-    batch_size: int = 1024        # trajectories in flight (over all workers); engine rows <= this
+    batch_size: int = 1024        # trajectories in flight per worker; its engine rows <= this
     workers: int = 0              # run side by side, one runtime each; 0 = the runtime's choice
     share_rows: bool = True       # False: one engine row per trajectory (to benchmark the sharing)
 
@@ -163,7 +163,7 @@ def generate(runtime, data: SequenceData, cfg: GenConfig, iteration: int = 1, pr
     """Run the policy on an engine runtime (torch, onnxruntime, tensorrt), batched: the
     engine runs one row per distinct trajectory state (prefix_rows.py); decisions are
     made per trajectory from its row's outputs. New trajectories are admitted as others
-    finish, up to `batch_size` in flight. With several workers each runs its own runtime
+    finish, up to `batch_size` in flight per worker. With several workers each runs its own runtime
     in its own thread (the engine releases the GIL, so one worker's policy overlaps
     another's engine call), taking whole seeds from one shared queue; every
     trajectory's draws are planned up front, so the output never depends on which
@@ -179,7 +179,8 @@ def generate(runtime, data: SequenceData, cfg: GenConfig, iteration: int = 1, pr
     plan = make_plan(data, cfg, S)
     start = time.perf_counter()  # the timing includes opening the workers' sessions
     runtimes = runtime.workers(max(1, min(cfg.workers or runtime.default_workers, len(plan.seed_mat))))
-    capacity = max(1, min(cfg.batch_size // len(runtimes), plan.n))
+    # per worker: 1,024 each beat 1,024 shared by two workers (fewer, larger engine calls; 6-9%)
+    capacity = max(1, min(cfg.batch_size, plan.n))
     admission = Admission(plan, S, share=cfg.share_rows)
     trajectories: list = [None] * plan.n
     lengths = np.zeros(plan.n, dtype=np.int64)

@@ -60,7 +60,7 @@ def generate_cmd(
     synthetic_seeds: bool = typer.Option(False, "--synthetic-seeds", help="Also seed from the --extra rows."),
     other_data: bool = typer.Option(False, "--other-data", help="Seed from data other than the model's training data (same item catalogue)."),
     seed: int = typer.Option(0, "--seed"),
-    batch_size: int = typer.Option(1024, "--batch-size", help="Trajectories in flight (engine rows <= this)."),
+    batch_size: int = typer.Option(1024, "--batch-size", help="Trajectories in flight per worker (engine rows <= this)."),
     workers: int = typer.Option(0, "--workers", help="Workers run side by side, one engine session each (onnxruntime), taking seeds from one queue; 0 = one per CPU thread on CPU. Never changes the output."),
 ):
     """Generate synthetic sequences with fidelity control; writes them + a JSON summary."""

@@ -51,7 +51,7 @@ def loop_cmd(
     sample_topk: int = typer.Option(0, "--sample-topk"),
     temperature: float = typer.Option(1.0, "--temperature"),
     synthetic_seeds: bool = typer.Option(False, "--synthetic-seeds", help="Also seed from synthetic rows already in D_k."),
-    gen_batch: int = typer.Option(1024, "--gen-batch", help="Generation: trajectories in flight (engine rows <= this)."),
+    gen_batch: int = typer.Option(1024, "--gen-batch", help="Generation: trajectories in flight per worker (engine rows <= this)."),
     cap_per_seed: int = typer.Option(0, "--cap-per-seed", help="Keep at most this many generated sequences per seed user "
                                      "(DA-RSIR's acquisition, beyond the paper; 0: all)."),
     acquire: str = typer.Option("disagreement", "--acquire", help="With --cap-per-seed, which: disagreement (the "
