@@ -262,6 +262,13 @@ def run_policy(runtime, admission: Admission, cfg: GenConfig, capacity: int, end
             full = go & (rows.length[rows.states()] >= cfg.max_len)
             close(full, 3)
             go &= ~full
+            # no seed item left: the next check fails whatever the logits, so stop now
+            # rather than run the row once more (4% of the state rows on all of Beauty)
+            g = np.flatnonzero(go)
+            spent = np.zeros_like(go)
+            spent[g] = ~rows.seeds[rows.row[g]].any(axis=1)
+            close(spent, 1)
+            go &= ~spent
         alive = ~decide | go
         n_ended = len(alive) - int(alive.sum())
         rows.retire(alive)
