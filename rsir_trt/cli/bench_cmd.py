@@ -36,7 +36,7 @@ def bench_cmd(
     steps: int = typer.Option(30, "--steps"), warmup: int = typer.Option(5, "--warmup"),
     gen_seeds: int = typer.Option(512, "--gen-seeds", help="Seeds for the whole-generation run (0 = skip)."),
     m: int = typer.Option(1, "--m"),
-    gen_repeats: int = typer.Option(3, "--gen-repeats", help="Timed whole generations per runtime, after an untimed one, taken in turns (the median is reported)."),
+    gen_repeats: int = typer.Option(5, "--gen-repeats", help="Timed whole generations per runtime, after an untimed one, taken in turns (the median is reported)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     out: Path = typer.Option(Path("bench-out"), "--out", "-o", help="Directory for bench.json and bench.png."),
 ):
