@@ -66,6 +66,21 @@ def test_deterministic_and_independent_of_batching(engines, ml100k):
     assert as_bytes(a) != as_bytes(c)
 
 
+@pytest.mark.parametrize("kind", ["sasrec-greedy", "gru4rec-greedy"])
+def test_a_runtime_used_again_gives_what_a_fresh_one_gives(kind, engines, ml100k):
+    # the cache buffers outlive a generation (allocate keeps them), so the next one's
+    # slots start with the last one's rows in them
+    _, onnx = engines[kind]
+    rt = open_runtime(onnx, "onnxruntime")
+    first = generate(rt, ml100k, GenConfig(m=2, seed=4, batch_size=256, workers=1))
+    buffers = [id(c) for c in rt.cache]
+    assert all(c.any() for c in rt.cache)
+    again = generate(rt, ml100k, GenConfig(m=2, seed=3, batch_size=128, workers=1))
+    assert [id(c) for c in rt.cache] == buffers
+    assert as_bytes(again) == as_bytes(run(onnx, "onnxruntime", ml100k, m=2, seed=3, batch_size=128, workers=1))
+    assert as_bytes(again) != as_bytes(first)
+
+
 @pytest.mark.parametrize("settings", [dict(), dict(sample_topk=8, temperature=0.7, start="prefix")])
 def test_independent_of_the_number_of_workers(settings, engines, ml100k):
     ckpt, onnx = engines["sasrec" if settings.get("sample_topk") else "sasrec-greedy"]

@@ -1,6 +1,7 @@
 """ONNX Runtime: CPU provider by default; CUDA / TensorRT providers when asked for and present."""
 from __future__ import annotations
 
+import mmap
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,19 @@ def session_providers(provider: str) -> list:
         return ["CPUExecutionProvider"]
     first = (PROVIDERS[provider], {"use_tf32": "0"}) if provider == "cuda" else PROVIDERS[provider]
     return [first, "CPUExecutionProvider"]
+
+
+def zeroed_on_huge_pages(shape: tuple) -> np.ndarray:
+    """np.zeros(shape, float32), on transparent huge pages where Linux offers them. Generation
+    writes the KV cache row by row, and on 4 KB pages the first touches (page faults,
+    costly in a VM) were 0.1 s of a one-worker whole-Beauty run of 1.0-1.2 s (docs/experiments.md,
+    session 29); 2 MB pages take 500x fewer faults."""
+    nbytes = int(np.prod(shape)) * 4
+    if nbytes < 1 << 21 or not hasattr(mmap, "MADV_HUGEPAGE"):
+        return np.zeros(shape, dtype=np.float32)
+    buf = mmap.mmap(-1, nbytes)   # anonymous: zero-filled
+    buf.madvise(mmap.MADV_HUGEPAGE)
+    return np.frombuffer(buf, dtype=np.float32).reshape(shape)
 
 
 class OnnxRuntime(Runtime):
@@ -69,7 +83,12 @@ class OnnxRuntime(Runtime):
         return self._workers[k]
 
     def allocate(self, batch: int) -> None:
-        self.cache = [np.zeros((batch, *s), dtype=np.float32) for s in self.cache_shapes]
+        """Cache buffers for `batch` state rows, kept for the runtime's next generation when
+        they are large enough: a slot's old contents are never read (positions at or past
+        a row's `pos` are masked, a recurrent state is reset at pos 0), and fresh buffers
+        cost their page faults again (below)."""
+        if not (self.cache and len(self.cache[0]) >= batch):
+            self.cache = [zeroed_on_huge_pages((batch, *s)) for s in self.cache_shapes]
 
     def run(self, item, pos, traj, row, seed_items, tau) -> list[np.ndarray]:
         n = len(item)
