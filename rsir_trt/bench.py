@@ -187,13 +187,11 @@ def run_bench(model, data: SequenceData | None, runtimes: list[str], batches: li
             runs += [(f"{name}, 1 worker", rt, True, 1) for name, rt in engines
                      if not gcfg.workers and rt.default_workers > 1]
             # one untimed whole generation per runtime and setting first (its time reported, its
-            # output compared): the timed runs then measure the rate, not one-time costs
-            # (worker sessions, ONNX Runtime's allocations
-            # per input shape, torch's first calls; after a 256-seed warm-up the first whole
-            # Beauty runs on ONNX Runtime were still 1.3-2x the later ones). The repeats go
-            # round the runtimes in turn, so that each runtime's runs sample the same stretch of
-            # this host, whose speed moves by 20-50% from minute to minute; rates are of the
-            # median run (min and max beside it). The step timings warm up too.
+            # output compared): the timed runs then measure the rate, not one-time costs (the
+            # workers' sessions, first allocations and page faults, torch's first calls). The
+            # repeats go round the runtimes in turn, so that each runtime's runs sample the same
+            # stretch of this host, whose speed moves by 20-50% from minute to minute; rates are
+            # of the median run (min and max beside it). The step timings warm up too.
             settings_of = [(name, rt, replace(gcfg, share_rows=share, workers=workers))
                            for name, rt, share, workers in runs]
             timed = {name: [generate(rt, data, cfg)] for name, rt, cfg in settings_of}   # [0]: untimed

@@ -179,7 +179,7 @@ def generate(runtime, data: SequenceData, cfg: GenConfig, iteration: int = 1, pr
     plan = make_plan(data, cfg, S)
     start = time.perf_counter()  # the timing includes opening the workers' sessions
     runtimes = runtime.workers(max(1, min(cfg.workers or runtime.default_workers, len(plan.seed_mat))))
-    # per worker: 1,024 each beat 1,024 shared by two workers (fewer, larger engine calls; 6-9%)
+    # per worker: 1,024 each beat 1,024 shared by two workers (half the engine calls; 6%)
     capacity = max(1, min(cfg.batch_size, plan.n))
     admission = Admission(plan, S, share=cfg.share_rows)
     trajectories: list = [None] * plan.n

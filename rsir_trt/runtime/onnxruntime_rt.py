@@ -86,7 +86,7 @@ class OnnxRuntime(Runtime):
         """Cache buffers for `batch` state rows, kept for the runtime's next generation when
         they are large enough: a slot's old contents are never read (positions at or past
         a row's `pos` are masked, a recurrent state is reset at pos 0), and fresh buffers
-        cost their page faults again (below)."""
+        cost their page faults again (zeroed_on_huge_pages)."""
         if not (self.cache and len(self.cache[0]) >= batch):
             self.cache = [zeroed_on_huge_pages((batch, *s)) for s in self.cache_shapes]
 
