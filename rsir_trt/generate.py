@@ -264,9 +264,7 @@ def run_policy(runtime, admission: Admission, cfg: GenConfig, capacity: int, end
             go &= ~full
             # no seed item left: the next check fails whatever the logits, so stop now
             # rather than run the row once more (4% of the state rows on all of Beauty)
-            g = np.flatnonzero(go)
-            spent = np.zeros_like(go)
-            spent[g] = ~rows.seeds[rows.row[g]].any(axis=1)
+            spent = go & ~rows.seeds[: rows.heads].any(axis=1)[rows.row]   # per head row, then per trajectory
             close(spent, 1)
             go &= ~spent
         alive = ~decide | go
