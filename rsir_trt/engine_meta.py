@@ -95,7 +95,12 @@ def read_onnx_meta(path: Path) -> EngineMeta:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # onnx raises several types for garbage input
         raise RsirError(f"{path}: not a readable ONNX file ({type(e).__name__})") from None
-    props = {p.key: p.value for p in proto.metadata_props}
+    return onnx_props_meta({p.key: p.value for p in proto.metadata_props}, path)
+
+
+def onnx_props_meta(props: dict, path: Path) -> EngineMeta:
+    """The EngineMeta in an ONNX model's metadata_props (as `onnx` or ONNX Runtime's
+    `custom_metadata_map` reads them)."""
     if "rsir_trt" not in props:
         raise RsirError(f"{path}: ONNX file has no rsir-trt metadata (not built by rsir-trt build-engine)")
     return EngineMeta.from_dict(json.loads(props["rsir_trt"]), str(path))

@@ -154,7 +154,7 @@ def finish(data: SequenceData, cfg: GenConfig, plan: Plan, trajectories: list, l
         "density_after_pct": round(100 * (real + new) / ((n_users + len(out)) * n_items), 4),
         "seconds": round(seconds, 3), "sequences_per_s": round(plan.n / max(seconds, 1e-9), 1),
         "items_per_s": round(generated / max(seconds, 1e-9), 1),
-        "config": asdict(cfg), "runtime": runtime, "machine": machine(),
+        "config": asdict(cfg), "runtime": runtime, "machine": machine(torch=runtime["runtime"] in ("torch", "reference")),
     }
     return GenResult(out, stats)
 

@@ -68,13 +68,15 @@ def cpu_model() -> str:
     return f"{info['model name']} (family {info.get('cpu family', '?')} model {info.get('model', '?')})"
 
 
-def machine() -> dict:
+def machine(torch: bool = True) -> dict:
     """What decides the float results besides the code and seed: the CPU and the kernel
     path torch dispatches to on it (AVX2 or AVX512: training on an AVX512 host gives
-    other bits than on an AVX2 one), thread count and library versions."""
-    import torch
-    d = {"cpu": cpu_model(), "torch_isa": torch.backends.cpu.get_cpu_capability(), "threads": cpu_threads(),
-         "torch": torch.__version__}
+    other bits than on an AVX2 one), thread count and library versions. `torch=False`
+    where torch computes nothing (an ONNX Runtime generation), which then need not load it."""
+    d = {"cpu": cpu_model(), "threads": cpu_threads()}
+    if torch:
+        import torch as t
+        d.update(torch_isa=t.backends.cpu.get_cpu_capability(), torch=t.__version__)
     try:
         import onnxruntime
         d["onnxruntime"] = onnxruntime.__version__

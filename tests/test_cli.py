@@ -1,4 +1,6 @@
 """Bad input on every command: one clear line, exit 2, no traceback, no partial output."""
+import json
+
 import torch
 import pytest
 
@@ -182,6 +184,24 @@ def test_commands_work_end_to_end(sasrec_ckpt, tmp_path, capsys):
     assert lines and all(len(line.split()) >= 4 for line in lines)     # user + >= 3 items
     assert int(lines[0].split()[0]) > 943                                # fresh synthetic user ids
     assert (tmp_path / "syn.txt.json").exists() and (tmp_path / "syn.txt.provenance.tsv").exists()
+
+
+def test_generate_on_onnx_and_data_commands_load_neither_torch_nor_onnx(sasrec_ckpt, tmp_path):
+    """Importing torch and onnx took 1.3-4 s of a 3-4 s whole-Beauty `generate` (README);
+    the commands that compute nothing in torch run without them, in a fresh process."""
+    import subprocess
+    import sys
+    build_engine(sasrec_ckpt, tmp_path / "e", "onnxruntime")
+    script = (
+        "import sys\n"
+        "from rsir_trt.cli import main\n"
+        f"assert main(['generate', '--engine', {str(tmp_path / 'e.onnx')!r}, '--out', {str(tmp_path / 's.txt')!r}, '--m', '1']) == 0\n"
+        "assert main(['data', 'stats']) == 0\n"
+        "print(sorted(m for m in ('torch', 'onnx') if m in sys.modules))\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[-1] == "[]"
+    assert "torch" not in json.loads((tmp_path / "s.txt.json").read_text())["machine"]
 
 
 def test_bench_runs_and_writes_json_and_plot(tmp_path, capsys):

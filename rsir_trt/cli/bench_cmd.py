@@ -7,7 +7,6 @@ import typer
 from rich.table import Table
 
 from ..atomic import make_dir, write_json
-from ..bench import RUNTIMES, plot, run_bench
 from ..errors import RsirError
 from ..generate import GenConfig
 from .common import console
@@ -42,6 +41,8 @@ def bench_cmd(
 ):
     """Generation latency (p50/p90/p99) and throughput per runtime, beside a matmul+topk bound."""
     import torch
+
+    from ..bench import RUNTIMES, plot, run_bench
     names = [r.strip() for r in runtimes.split(",") if r.strip()]
     bad = [r for r in names if r not in RUNTIMES]
     if bad:

@@ -8,7 +8,6 @@ from rich.progress import Progress
 from rich.table import Table
 
 from ..atomic import check_writable, write_json
-from ..build import build_engine
 from ..data import SequenceData, add_synthetic_file, check_trained_on, open_dataset, write_synthetic
 from ..errors import RsirError
 from ..generate import GenConfig, generate
@@ -28,6 +27,7 @@ def build_engine_cmd(
     exporter: str = typer.Option("torchscript", "--exporter", help="torchscript (fast) | dynamo"),
 ):
     """Export a checkpoint's decode step + RSIR head to ONNX and build an engine."""
+    from ..build import build_engine   # torch and onnx: loaded by the commands that use them
     if exporter not in ("torchscript", "dynamo"):
         raise RsirError(f"--exporter: {exporter!r} is not one of torchscript, dynamo")
     name = ckpt.parent.name if ckpt.suffix == ".pt" else ckpt.name

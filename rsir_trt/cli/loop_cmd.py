@@ -7,16 +7,12 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .. import replicates
-from ..acquire import AcquireConfig
 from ..atomic import write_json, write_text
 from ..data import open_dataset
 from ..errors import RsirError
 from ..generate import GenConfig
-from ..loop import LoopConfig, Run, branch_kinds, start_run
 from ..report import markdown
 from ..system import cpu_threads
-from ..train import TrainConfig
 from .common import BatchingOpt, DataOpt, LayoutOpt, console
 
 
@@ -64,6 +60,10 @@ def loop_cmd(
                                        "core, at most one per seed); the cores are split between them."),
 ):
     """The RSIR recursion: train -> build engine -> generate -> merge -> train successor, K times."""
+    from .. import replicates   # these load torch: only the commands that need it import them
+    from ..acquire import AcquireConfig
+    from ..loop import LoopConfig, Run, start_run
+    from ..train import TrainConfig
     acq = AcquireConfig(cap=cap_per_seed, by=acquire, passes=acquire_passes)
     acq.check()   # a bad --acquire is refused even without --cap-per-seed
     if gen_batch < 1:   # GenConfig would name it --batch-size, which is training's here
@@ -105,6 +105,8 @@ def loop_cmd(
 
 def loop_seeds(ctx, cfg: LoopConfig, root: Path, seeds: list[int], jobs: Optional[int], resume: bool,
                branch_from: Optional[Path]) -> None:
+    from .. import replicates
+    from ..loop import branch_kinds
     if cfg.seed != 0:
         raise RsirError("--seed and --seeds: give one of them")
     if jobs is not None and jobs < 1:
@@ -152,6 +154,7 @@ def compare_cmd(
 def show_comparison(runs: list[Path], out: Optional[Path], control: Optional[list[Path]] = None) -> None:
     """Print the runs' comparison (and their contrast with `control`); with `out`, also write
     it to out.md and out.json."""
+    from .. import replicates
     loaded = [replicates.load_run(r) for r in runs]
     summary = replicates.summarise(loaded)
     text = replicates.markdown(summary)

@@ -7,19 +7,17 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .. import checkpoint, fault
+from .. import fault
 from ..atomic import write_json
 from ..data import check_trained_on, identity, open_dataset
 from ..errors import RsirError
-from ..evaluate import evaluate
-from ..models import ModelConfig, create_model
 from ..system import machine
-from ..train import TrainConfig, train
 from .common import BatchingOpt, DataOpt, FormatOpt, KcoreOpt, LayoutOpt, MaxLenOpt, console, metrics_table, out_dir
 
 
 def fit(model, data, cfg: TrainConfig, title: str, quiet: bool = False, snapshot: Optional[Path] = None):
     """Train with a rich progress bar; returns the TrainResult."""
+    from ..train import train   # torch: loaded by the commands that use it
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn(), console=console, disable=quiet, transient=False) as bar:
         task = bar.add_task(title, total=cfg.epochs, info="")
@@ -58,6 +56,10 @@ def train_cmd(
     resume: bool = typer.Option(False, "--resume", help="Continue a killed training after its last finished epoch."),
 ):
     """Train a sequential recommender; keeps the best-validation checkpoint, reports test."""
+    from .. import checkpoint
+    from ..evaluate import evaluate
+    from ..models import ModelConfig, create_model
+    from ..train import TrainConfig
     ds = open_dataset(data, fmt, max_len=max_len, k_core=kcore)
     cfg = TrainConfig(loss=loss, negatives=negatives, lr=lr, weight_decay=weight_decay, batch_size=batch_size, epochs=epochs,
                       patience=patience, seed=seed, batching=batching)
@@ -99,6 +101,8 @@ def evaluate_cmd(
     other_data: bool = typer.Option(False, "--other-data", help="Evaluate on data other than the training data (same item catalogue)."),
 ):
     """Full-ranking Recall/NDCG@5/10/20 and MRR of a checkpoint, history items excluded."""
+    from .. import checkpoint
+    from ..evaluate import evaluate
     net, payload = checkpoint.load_model(ckpt)
     info = payload.get("data", {})
     ds = open_dataset(data or info.get("source"), fmt if data else info.get("format", "auto"),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine_meta import STEP_INPUTS, read_onnx_meta
+from ..engine_meta import STEP_INPUTS, onnx_props_meta
 from ..errors import RsirError
 from ..system import cpu_threads
 from .base import Runtime, StepOut
@@ -46,7 +46,6 @@ class OnnxRuntime(Runtime):
         except ImportError:
             raise RsirError("onnxruntime is not installed: pip install 'rsir-trt[cpu]' (or [gpu])") from None
         path = Path(path)
-        self.meta = read_onnx_meta(path)
         if provider not in PROVIDERS:
             raise RsirError(f"--provider: {provider!r} is not one of {', '.join(PROVIDERS)}")
         if PROVIDERS[provider] not in ort.get_available_providers():
@@ -64,6 +63,8 @@ class OnnxRuntime(Runtime):
             self.session = ort.InferenceSession(str(path), so, providers=providers)
         except Exception as e:  # ORT raises its own exception types for invalid graphs
             raise RsirError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:160]})") from None
+        # read by the session, not by the `onnx` package, whose import (0.4-0.9 s) `generate` can skip
+        self.meta = onnx_props_meta(self.session.get_modelmeta().custom_metadata_map, path)
         self.path, self.provider, self.threads = path, provider, so.intra_op_num_threads
         # on CPU one single-threaded session per core, each running its own rows, beat one
         # session over all cores: the policy's Python and the single-threaded kernels
