@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -14,6 +14,9 @@ from ..generate import GenConfig
 from ..report import markdown
 from ..system import cpu_threads
 from .common import BatchingOpt, DataOpt, LayoutOpt, console
+
+if TYPE_CHECKING:   # torch: the commands import it when they run
+    from ..loop import LoopConfig
 
 
 def loop_cmd(

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -13,6 +13,9 @@ from ..data import check_trained_on, identity, open_dataset
 from ..errors import RsirError
 from ..system import machine
 from .common import BatchingOpt, DataOpt, FormatOpt, KcoreOpt, LayoutOpt, MaxLenOpt, console, metrics_table, out_dir
+
+if TYPE_CHECKING:   # torch: the commands import it when they run
+    from ..train import TrainConfig
 
 
 def fit(model, data, cfg: TrainConfig, title: str, quiet: bool = False, snapshot: Optional[Path] = None):
