@@ -196,7 +196,9 @@ def contrast(variant: list[dict], control: list[dict]) -> dict:
     """Two settings over the same seeds, seed by seed: per iteration, each seed's own gain
     under the variant minus its own gain under the control (points of %), their mean and
     paired 95% interval. Each seed is a block, so seed noise in iteration 0 cancels (and
-    exactly when the variant was branched from the control: the same iteration 0)."""
+    exactly when the variant was branched from the control: the same iteration 0).
+    Where the variant trains otherwise (its own iteration 0), also each of its iterations'
+    gain over the control's iteration 0: whether it beats the other setting's baseline."""
     for runs, who in ((variant, "compare"), (control, "--against")):
         check_one_setting(runs, who)
     v, c = ({r["config"]["seed"]: r for r in runs} for runs in (variant, control))
@@ -211,11 +213,15 @@ def contrast(variant: list[dict], control: list[dict]) -> dict:
         diffs = {k: [gain(v[s]["rows"][i]["test"], v[s]["rows"][0]["test"], k)
                      - gain(c[s]["rows"][i]["test"], c[s]["rows"][0]["test"], k) for s in seeds] for k in CONTRAST_KEYS}
         iterations.append({"iteration": i, "differences": diffs, "ci95": {k: list(paired_interval(d)) for k, d in diffs.items()}})
+    over = []
+    for i in range(n):
+        gains = {k: [gain(v[s]["rows"][i]["test"], c[s]["rows"][0]["test"], k) for s in seeds] for k in CONTRAST_KEYS}
+        over.append({"iteration": i, "gains": gains, "ci95": {k: list(paired_interval(g)) for k, g in gains.items()}})
     want, have = setting(control[0]["config"]), setting(variant[0]["config"])
     return {"runs": [r["root"] for r in variant], "against": [r["root"] for r in control], "seeds": seeds,
             "differs_in": {k: have.get(k) for k in differing_keys(want, have)},
             "same_iteration0": all(v[s]["rows"][0]["test"] == c[s]["rows"][0]["test"] for s in seeds),
-            "iterations": iterations}
+            "iterations": iterations, "over_control_iteration0": over}
 
 
 def contrast_markdown(con: dict) -> str:
@@ -231,4 +237,13 @@ def contrast_markdown(con: dict) -> str:
         lines.append(f"| {it['iteration']} | {per} | {r[0]:+.1f} [{r[0] - r[1]:+.1f}, {r[0] + r[1]:+.1f}] | "
                      f"{nd[0]:+.1f} [{nd[0] - nd[1]:+.1f}, {nd[0] + nd[1]:+.1f}] |")
     lines.append("\n(Points of %: a seed at +3.0% under the control and +4.5% under these runs is +1.5.)")
+    if not con["same_iteration0"]:   # else these are the runs' own gains, printed by `compare`
+        lines += ["", "These runs' test metrics over the control's iteration 0, seed by seed:", "",
+                  "| iter | ΔR@10 over the control's iteration 0, per seed | mean [95% CI] | ΔN@10, mean [95% CI] |",
+                  "|---:|---:|---:|---:|"]
+        for it in con["over_control_iteration0"]:
+            per = ", ".join(f"{x:+.1f}%" for x in it["gains"]["recall@10"])
+            r, nd = it["ci95"]["recall@10"], it["ci95"]["ndcg@10"]
+            lines.append(f"| {it['iteration']} | {per} | {r[0]:+.1f}% [{r[0] - r[1]:+.1f}, {r[0] + r[1]:+.1f}] | "
+                         f"{nd[0]:+.1f}% [{nd[0] - nd[1]:+.1f}, {nd[0] + nd[1]:+.1f}] |")
     return "\n".join(lines) + "\n"

@@ -93,6 +93,7 @@ def test_compare_against_another_setting_seed_by_seed(tmp_path, capsys):
     assert "| 1 | +5.0, +10.0 | +7.5 [-24.3, +39.3] |" in contrast_markdown(con)
     assert main(["compare", *map(str, var), "--against", f"{ctl[0]},{ctl[1]}", "--out", str(tmp_path / "vs")]) == 0
     assert "+7.5 [-24.3, +39.3]" in (tmp_path / "vs.md").read_text()
+    assert "over the control's iteration 0" not in (tmp_path / "vs.md").read_text()   # = own gains here
     capsys.readouterr()
     other = write_run(tmp_path / "c2", 2, [row(0, 0.03, 0.04), row(1, 0.03, 0.04)])
     assert main(["compare", *map(str, var), "--against", str(ctl[0]), "--against", str(other)]) == 2
@@ -101,3 +102,23 @@ def test_compare_against_another_setting_seed_by_seed(tmp_path, capsys):
     assert main(["compare", *map(str, var), "--against", str(ctl[0])]) == 2   # a control of one run
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and "--against needs at least two run directories" in err
+
+
+def test_a_variant_that_trains_otherwise_is_set_against_the_controls_baseline(tmp_path):
+    """A variant with its own iteration 0 (other training settings): each of its iterations
+    over the control's iteration 0, seed by seed, beside the difference of own gains."""
+    from rsir_trt.replicates import contrast, contrast_markdown, load_run
+    var = [write_run(tmp_path / "v0", 0, [row(0, 0.03, 0.036), row(1, 0.03, 0.042)], tau=12102),
+           write_run(tmp_path / "v1", 1, [row(0, 0.03, 0.048), row(1, 0.03, 0.055)], tau=12102)]
+    ctl = [write_run(tmp_path / "c0", 0, [row(0, 0.03, 0.040), row(1, 0.03, 0.041)]),
+           write_run(tmp_path / "c1", 1, [row(0, 0.03, 0.050), row(1, 0.03, 0.050)])]
+    con = contrast([load_run(r) for r in var], [load_run(r) for r in ctl])
+    assert not con["same_iteration0"]
+    base, one = con["over_control_iteration0"]
+    assert [round(x, 9) for x in base["gains"]["recall@10"]] == [-10.0, -4.0]   # 0.036 / 0.040, 0.048 / 0.050
+    assert [round(x, 9) for x in one["gains"]["recall@10"]] == [5.0, 10.0]      # 0.042 / 0.040, 0.055 / 0.050
+    assert [round(x, 9) for x in one["ci95"]["recall@10"]] == [7.5, round(12.706 * 2.5, 9)]
+    assert one["gains"]["ndcg@10"] == [0.0, 0.0]
+    text = contrast_markdown(con)
+    assert "| 0 | -10.0%, -4.0% | -7.0% [-45.1, +31.1] |" in text
+    assert "| 1 | +5.0%, +10.0% | +7.5% [-24.3, +39.3] |" in text
