@@ -224,26 +224,24 @@ def contrast(variant: list[dict], control: list[dict]) -> dict:
             "iterations": iterations, "over_control_iteration0": over}
 
 
+def seed_rows(entries: list[dict], key: str, unit: str) -> list[str]:
+    """Markdown rows: iteration, the per-seed R@10 values, then R@10's and N@10's mean [95% CI]."""
+    def ci(m):
+        return f"{m[0]:+.1f}{unit} [{m[0] - m[1]:+.1f}, {m[0] + m[1]:+.1f}]"
+    return [f"| {it['iteration']} | {', '.join(f'{x:+.1f}{unit}' for x in it[key]['recall@10'])} | "
+            f"{ci(it['ci95']['recall@10'])} | {ci(it['ci95']['ndcg@10'])} |" for it in entries]
+
+
 def contrast_markdown(con: dict) -> str:
     differs = ", ".join(f"{k}={v}" for k, v in con["differs_in"].items()) or "nothing but the runs"
     lines = [f"Against {', '.join(con['against'])}, seed by seed (seeds {', '.join(map(str, con['seeds']))}); "
              f"these runs differ in {differs}; iteration 0 the same in every pair: "
              f"{'yes' if con['same_iteration0'] else 'no'}.", "",
              "| iter | own ΔR@10 minus the control's, per seed | mean [95% CI] | own ΔN@10 minus the control's, mean [95% CI] |",
-             "|---:|---:|---:|---:|"]
-    for it in con["iterations"]:
-        per = ", ".join(f"{x:+.1f}" for x in it["differences"]["recall@10"])
-        r, nd = it["ci95"]["recall@10"], it["ci95"]["ndcg@10"]
-        lines.append(f"| {it['iteration']} | {per} | {r[0]:+.1f} [{r[0] - r[1]:+.1f}, {r[0] + r[1]:+.1f}] | "
-                     f"{nd[0]:+.1f} [{nd[0] - nd[1]:+.1f}, {nd[0] + nd[1]:+.1f}] |")
-    lines.append("\n(Points of %: a seed at +3.0% under the control and +4.5% under these runs is +1.5.)")
+             "|---:|---:|---:|---:|", *seed_rows(con["iterations"], "differences", ""),
+             "\n(Points of %: a seed at +3.0% under the control and +4.5% under these runs is +1.5.)"]
     if not con["same_iteration0"]:   # else these are the runs' own gains, printed by `compare`
         lines += ["", "These runs' test metrics over the control's iteration 0, seed by seed:", "",
                   "| iter | ΔR@10 over the control's iteration 0, per seed | mean [95% CI] | ΔN@10, mean [95% CI] |",
-                  "|---:|---:|---:|---:|"]
-        for it in con["over_control_iteration0"]:
-            per = ", ".join(f"{x:+.1f}%" for x in it["gains"]["recall@10"])
-            r, nd = it["ci95"]["recall@10"], it["ci95"]["ndcg@10"]
-            lines.append(f"| {it['iteration']} | {per} | {r[0]:+.1f}% [{r[0] - r[1]:+.1f}, {r[0] + r[1]:+.1f}] | "
-                         f"{nd[0]:+.1f}% [{nd[0] - nd[1]:+.1f}, {nd[0] + nd[1]:+.1f}] |")
+                  "|---:|---:|---:|---:|", *seed_rows(con["over_control_iteration0"], "gains", "%")]
     return "\n".join(lines) + "\n"
