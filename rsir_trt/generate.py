@@ -123,7 +123,7 @@ class GenResult:
 
 
 def finish(data: SequenceData, cfg: GenConfig, plan: Plan, trajectories: list, lengths: np.ndarray,
-           reasons: np.ndarray, seconds: float, iteration: int, runtime: dict) -> GenResult:
+           reasons: np.ndarray, seconds: float, iteration: int, runtime) -> GenResult:
     """Keep length >= min_len, drop exact duplicates (first kept), count everything.
     trajectories[t] is needed only where lengths[t] >= min_len (most are shorter: None)."""
     out = Synthetic()
@@ -154,7 +154,7 @@ def finish(data: SequenceData, cfg: GenConfig, plan: Plan, trajectories: list, l
         "density_after_pct": round(100 * (real + new) / ((n_users + len(out)) * n_items), 4),
         "seconds": round(seconds, 3), "sequences_per_s": round(plan.n / max(seconds, 1e-9), 1),
         "items_per_s": round(generated / max(seconds, 1e-9), 1),
-        "config": asdict(cfg), "runtime": runtime, "machine": machine(torch=runtime["runtime"] in ("torch", "reference")),
+        "config": asdict(cfg), "runtime": runtime.describe(), "machine": machine(torch=runtime.in_torch),
     }
     return GenResult(out, stats)
 
@@ -201,7 +201,7 @@ def generate(runtime, data: SequenceData, cfg: GenConfig, iteration: int = 1, pr
         with ThreadPoolExecutor(len(runtimes)) as pool:
             runs = list(pool.map(work, runtimes))
     seconds = time.perf_counter() - start
-    result = finish(data, cfg, plan, trajectories, lengths, reasons, seconds, iteration, runtime.describe())
+    result = finish(data, cfg, plan, trajectories, lengths, reasons, seconds, iteration, runtime)
     result.stats.update(engine_calls=sum(r.calls for r in runs), engine_rows=sum(r.rows_run for r in runs),
                         engine_head_rows=sum(r.heads_run for r in runs), workers=len(runtimes))
     return result

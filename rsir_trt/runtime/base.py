@@ -34,6 +34,7 @@ def remaining_seed_items(seed_items: np.ndarray, traj: np.ndarray) -> np.ndarray
 
 class Runtime:
     name = "base"
+    in_torch = False   # whether torch computes its results (then the machine record names torch)
     meta: EngineMeta
 
     @cached_property

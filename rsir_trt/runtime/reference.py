@@ -19,6 +19,7 @@ from ..generate import GenConfig, GenResult, finish, make_plan, sample
 
 class ReferenceRuntime:
     name = "reference"
+    in_torch = True
 
     def __init__(self, model, meta):
         self.model, self.meta = model.eval(), meta
@@ -55,7 +56,7 @@ class ReferenceRuntime:
                 progress(ids[-1] + 1, plan.n)
         seconds = time.perf_counter() - start
         lengths = np.array([len(t) for t in trajectories], dtype=np.int64)
-        return finish(data, cfg, plan, trajectories, lengths, reasons, seconds, iteration, self.describe())
+        return finish(data, cfg, plan, trajectories, lengths, reasons, seconds, iteration, self)
 
     @staticmethod
     def _step(t, traj, seed, logits, plan, cfg):

@@ -11,6 +11,7 @@ from .base import Runtime, StepOut
 
 class TorchRuntime(Runtime):
     name = "torch"
+    in_torch = True
 
     def __init__(self, model, meta, device: str = "cpu"):
         self.meta = meta
