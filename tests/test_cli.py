@@ -71,6 +71,8 @@ CASES = [
     ("build-misfit", "build-engine {d}/misfit.pt --out {o}", r"misfit.pt: weights do not fit its model config"),
     ("eval-missing", "evaluate {d}/missing.pt", r"missing.pt: no such checkpoint"),
     ("eval-split", "evaluate {ckpt} --split train", r"unknown split 'train'"),
+    ("eval-by-length", "evaluate {ckpt} --by-length 10,5", r"--by-length: give increasing history lengths >= 1, got '10,5'"),
+    ("eval-by-length-text", "evaluate {ckpt} --by-length 5,x", r"--by-length: '5,x' is not a comma-separated list"),
     ("eval-other-data", "evaluate {ckpt} --data {d}/other_users.txt",
      r"--data .*other_users.txt: the model was trained on ml-100k \(943 users, 39,929 interactions\), not on this "
      r"data \(other_users \(2 users, 8 interactions\)\); --other-data uses it anyway"),
@@ -176,7 +178,14 @@ def test_default_outputs_are_made_in_a_fresh_checkout(tmp_path, monkeypatch, cap
 
 def test_commands_work_end_to_end(sasrec_ckpt, tmp_path, capsys):
     assert main(["evaluate", str(sasrec_ckpt), "--json"]) == 0
-    assert '"recall@10"' in capsys.readouterr().out
+    whole = json.loads(capsys.readouterr().out)
+    assert main(["evaluate", str(sasrec_ckpt), "--json", "--by-length", "20,50,100"]) == 0
+    split = json.loads(capsys.readouterr().out)
+    buckets = split.pop("by_length")
+    assert split == whole and buckets[-1] == {"history": "all", "users": 943, **whole}
+    assert [b["history"] for b in buckets[:-1]] == ["1-20", "21-50"]   # ml-100k at max_len 50: no 51+ user
+    assert sum(b["users"] for b in buckets[:-1]) == 943
+    assert sum(b["users"] * b["recall@10"] for b in buckets[:-1]) == pytest.approx(943 * whole["recall@10"])
     assert main(["build-engine", str(sasrec_ckpt), "--out", str(tmp_path / "e")]) == 0
     out = tmp_path / "syn.txt"
     assert main(["generate", "--engine", str(tmp_path / "e.onnx"), "--out", str(out), "--m", "1"]) == 0

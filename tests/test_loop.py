@@ -203,6 +203,12 @@ def test_seeds_run_as_their_standalone_loops_and_are_compared(reference_run, tmp
     summary = json.loads((root / "compare.json").read_text())
     assert summary["runs"] == [str(root / "seed-3"), str(root / "seed-4")]
     assert "2 runs" in (root / "compare.md").read_text()
+    by = cli(["compare", str(root / "seed-3"), str(root / "seed-4"), "--by-length", "30", "--out", str(tmp_path / "c")])
+    assert by.returncode == 0, by.stderr
+    split = json.loads((tmp_path / "c.json").read_text())["by_length"]["iterations"][0]["buckets"]
+    assert [b["history"] for b in split] == ["1-30", "31+", "all"] and split[0]["users"] + split[1]["users"] == 943
+    # the 'all' row evaluates the models again: the loops' own test gains, to rounding
+    assert split[2]["own_gains"]["recall@10"] == pytest.approx(summary["iterations"][1]["own_gains"], abs=1e-6)
     again = cli([*SEEDLESS, "--seeds", "3,4", "--out", str(root)])
     assert again.returncode == 2 and "run directory exists" in again.stderr
     resumed = cli([*SEEDLESS, "--seeds", "3,4", "--out", str(root), "--resume"])  # both finished: nothing redone

@@ -55,3 +55,15 @@ def test_constant_or_nan_scores_rank_last():
     partly = torch.tensor([[0.0, float("nan"), 5.0, 1.0]])
     assert target_ranks(partly, torch.tensor([3]), torch.tensor([[0]])).tolist() == [2]
     assert metrics_from_ranks(np.array([6]))["recall@5"] == 0.0
+
+
+def test_metrics_by_history_length_hand_computed():
+    from rsir_trt.by_length import bucket_labels, metrics_by_length
+    assert bucket_labels([1, 2, 5]) == ["1", "2", "3-5", "6+"]
+    # five users: ranks 0, 3 in bucket 1-5; 12, 1 in 6-10; 9 in 11+
+    rows = metrics_by_length(np.array([0, 3, 12, 9, 1]), np.array([2, 5, 6, 30, 7]), [5, 10, 40])
+    assert [(r["history"], r["users"]) for r in rows] == [("1-5", 2), ("6-10", 2), ("11-40", 1), ("all", 5)]
+    assert [r["recall@10"] for r in rows] == [1.0, 0.5, 1.0, 0.8]   # bucket 41+ is empty: left out
+    assert rows[0]["ndcg@10"] == pytest.approx((1 + 1 / math.log2(5)) / 2)
+    assert rows[1]["ndcg@10"] == pytest.approx(1 / math.log2(3) / 2)
+    assert rows[2]["ndcg@10"] == pytest.approx(1 / math.log2(11))

@@ -147,23 +147,34 @@ def compare_cmd(
     against: Optional[list[str]] = typer.Option(None, "--against", help="Control runs of another setting over the same "
                                                 "seeds (comma-separated or repeated): each seed's own gains compared."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the table here (.md) and beside it (.json)."),
+    by_length: Optional[str] = typer.Option(None, "--by-length", help="Also the gains by the users' history length, "
+                                            "in buckets up to these lengths (e.g. 5,10,20); evaluates each model again."),
 ):
     """Mean and sd over seeds per iteration, the gain of the means, and each run's own gain;
     with --against, the gains against another setting's runs seed by seed."""
     control = [Path(p) for a in against or [] for p in a.split(",") if p]
-    show_comparison(runs, out, control)
+    show_comparison(runs, out, control, by_length)
 
 
-def show_comparison(runs: list[Path], out: Optional[Path], control: Optional[list[Path]] = None) -> None:
-    """Print the runs' comparison (and their contrast with `control`); with `out`, also write
-    it to out.md and out.json."""
+def show_comparison(runs: list[Path], out: Optional[Path], control: Optional[list[Path]] = None,
+                    by_length: Optional[str] = None) -> None:
+    """Print the runs' comparison (and their contrast with `control`, and their gains by
+    history length); with `out`, also write it to out.md and out.json."""
     from .. import replicates
+    if by_length is not None:   # torch: loaded only to evaluate the models again
+        from .. import by_length as bl
+        edges = bl.parse_edges(by_length)
     loaded = [replicates.load_run(r) for r in runs]
     summary = replicates.summarise(loaded)
     text = replicates.markdown(summary)
     if control:
         summary["contrast"] = replicates.contrast(loaded, [replicates.load_run(r) for r in control])
         text += "\n" + replicates.contrast_markdown(summary["contrast"])
+    if by_length is not None:
+        per_run = bl.runs_by_length(summary["runs"], loaded[0]["config"], len(summary["iterations"]), edges,
+                                    say=lambda msg: console.print(f"[dim]{msg}[/dim]"))
+        summary["by_length"] = bl.summarise(summary["runs"], per_run)
+        text += "\n" + bl.markdown(summary["by_length"], edges)
     if out:  # the atomic writes refuse a missing or read-only directory, before writing anything
         write_text(out.with_suffix(".md"), text)
         write_json(out.with_suffix(".json"), summary)

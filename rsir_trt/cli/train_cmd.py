@@ -102,18 +102,30 @@ def evaluate_cmd(
     split: str = typer.Option("test", "--split", help="valid | test"),
     json_out: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
     other_data: bool = typer.Option(False, "--other-data", help="Evaluate on data other than the training data (same item catalogue)."),
+    by_length: Optional[str] = typer.Option(None, "--by-length", help="Also by the users' history length, in buckets "
+                                            "up to these lengths (e.g. 5,10,20)."),
 ):
     """Full-ranking Recall/NDCG@5/10/20 and MRR of a checkpoint, history items excluded."""
     from .. import checkpoint
-    from ..evaluate import evaluate
+    from ..by_length import metrics_by_length, parse_edges
+    from ..evaluate import metrics_from_ranks, rank_users
+    edges = parse_edges(by_length) if by_length is not None else None
     net, payload = checkpoint.load_model(ckpt)
     info = payload.get("data", {})
     ds = open_dataset(data or info.get("source"), fmt if data else info.get("format", "auto"),
                       max_len=info.get("max_len", net.config.max_len), k_core=info.get("kcore", 0),
                       item_tokens=payload["item_tokens"])
     check_trained_on(info, ds, f"--data {data}" if data else str(ckpt), other_data)
-    m = evaluate(net, ds, split)
+    inputs, targets = ds.eval_inputs(split)
+    ranks = rank_users(net, inputs, targets)
+    m = metrics_from_ranks(ranks)
+    title = f"{net.config.kind} on {ds.name} ({split})"
+    if edges:
+        m["by_length"] = metrics_by_length(ranks, [len(s) for s in inputs], edges)
     if json_out:
         console.print_json(json.dumps(m))
+    elif edges:
+        rows = {f"history {r['history']} ({r['users']:,} users)": r for r in m["by_length"][:-1]}
+        console.print(metrics_table(f"{title}, by history length", {**rows, f"all ({len(inputs):,} users)": m}))
     else:
-        console.print(metrics_table(f"{net.config.kind} on {ds.name} ({split})", {split: m}))
+        console.print(metrics_table(title, {split: m}))
