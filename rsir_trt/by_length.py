@@ -3,7 +3,8 @@
 RSIR seeds its synthetic sequences from real users, and the paper's case for it is
 sparse histories. The overall gain averages users whose histories are 2 items long with
 users at 50, so the comparison of loops over seeds can also split the test users by
-how many items they have before the test target (`compare --by-length 5,10,20`)."""
+how many items they have before the test target (`compare --by-length 5,10,20`, and
+the loop's report)."""
 from __future__ import annotations
 
 import statistics
@@ -11,11 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from . import user_ranks
 from .errors import RsirError
-from .evaluate import metrics_from_ranks
-from .report import gain
-
-KEYS = ("recall@10", "ndcg@10")
+from .report import CHANGE_KEYS, gain
 
 
 def parse_edges(text: str) -> list[int]:
@@ -41,31 +40,44 @@ def metrics_by_length(ranks: np.ndarray, lengths: np.ndarray, edges: list[int]) 
     > edges[-1]), empty buckets left out, then all users together."""
     ranks, lengths = np.asarray(ranks), np.asarray(lengths)
     bucket = np.searchsorted(edges, lengths, side="left")
-    rows = [{"history": label, "users": int((bucket == b).sum()), **metrics_from_ranks(ranks[bucket == b])}
+    rows = [{"history": label, "users": int((bucket == b).sum()), **user_ranks.metrics_from_ranks(ranks[bucket == b])}
             for b, label in enumerate(bucket_labels(edges)) if (bucket == b).any()]
-    return rows + [{"history": "all", "users": len(ranks), **metrics_from_ranks(ranks)}]
+    return rows + [{"history": "all", "users": len(ranks), **user_ranks.metrics_from_ranks(ranks)}]
 
 
 def runs_by_length(roots: list[str], cfg: dict, iterations: int, edges: list[int], say=print) -> list[list[list[dict]]]:
-    """Each run's first `iterations` models (`cfg`: the runs' one setting), evaluated on
-    test again, by history length: [run][iteration][bucket]."""
-    from .checkpoint import load_model   # torch: only `compare --by-length` loads it
-    from .data import check_trained_on, open_dataset
-    from .evaluate import rank_users
-    test = None
+    """Each run's first `iterations` models (`cfg`: the runs' one setting) on test, by
+    history length: [run][iteration][bucket]. From the per-user ranks the loop records;
+    models of runs from before they were recorded are evaluated again."""
+    history = None
     out = []
     for root in roots:
         out.append([])
         for k in range(iterations):
-            path = Path(root) / f"iter{k}" / f"{cfg['student']}.pt"
-            net, payload = load_model(path)
-            if test is None:
-                ds = open_dataset(cfg["data"], max_len=cfg["max_len"], item_tokens=payload["item_tokens"])
-                test = ds.eval_inputs("test")
-            check_trained_on(payload.get("data", {}), ds, str(path), advice="compare runs of one dataset")
-            say(f"{path}: test by history length")
-            out[-1].append(metrics_by_length(rank_users(net, *test), [len(s) for s in test[0]], edges))
+            recorded = user_ranks.ranks_path(Path(root) / f"iter{k}", cfg["student"])
+            if recorded.exists():
+                ranks, lengths = user_ranks.load(recorded)
+            else:
+                ranks, lengths = rank_again(Path(root) / f"iter{k}" / f"{cfg['student']}.pt", cfg, say)
+            if history is None:
+                history = lengths
+            elif not np.array_equal(lengths, history):
+                raise RsirError(f"{recorded}: its test users differ from {roots[0]}'s (compare runs of one dataset)")
+            out[-1].append(metrics_by_length(ranks, lengths, edges))
     return out
+
+
+def rank_again(path: Path, cfg: dict, say) -> tuple[np.ndarray, np.ndarray]:
+    """A checkpoint's test ranks and its users' history lengths, evaluated now."""
+    from .checkpoint import load_model   # torch: only for runs without recorded ranks
+    from .data import check_trained_on, open_dataset
+    from .evaluate import rank_users
+    net, payload = load_model(path)
+    ds = open_dataset(cfg["data"], max_len=cfg["max_len"], item_tokens=payload["item_tokens"])
+    check_trained_on(payload.get("data", {}), ds, str(path), advice="compare runs of one dataset")
+    inputs, targets = ds.eval_inputs("test")
+    say(f"{path}: test by history length (evaluated again: no recorded ranks)")
+    return rank_users(net, inputs, targets), np.array([len(s) for s in inputs])
 
 
 def summarise(roots: list[str], per_run: list[list[list[dict]]]) -> dict:
@@ -77,11 +89,11 @@ def summarise(roots: list[str], per_run: list[list[list[dict]]]) -> dict:
     for i in range(1, len(per_run[0])):
         buckets = []
         for b, row in enumerate(first):
-            base = {k: statistics.mean(r[0][b][k] for r in per_run) for k in KEYS}
-            now = {k: statistics.mean(r[i][b][k] for r in per_run) for k in KEYS}
-            own = {k: [gain(r[i][b], r[0][b], k) for r in per_run] for k in KEYS}
+            base = {k: statistics.mean(r[0][b][k] for r in per_run) for k in CHANGE_KEYS}
+            now = {k: statistics.mean(r[i][b][k] for r in per_run) for k in CHANGE_KEYS}
+            own = {k: [gain(r[i][b], r[0][b], k) for r in per_run] for k in CHANGE_KEYS}
             buckets.append({"history": row["history"], "users": row["users"], "mean_iteration0": base, "mean": now,
-                            "gain_of_means": {k: gain(now, base, k) for k in KEYS}, "own_gains": own,
+                            "gain_of_means": {k: gain(now, base, k) for k in CHANGE_KEYS}, "own_gains": own,
                             "own_gain_ci95": {k: list(paired_interval(g)) for k, g in own.items()}})
         iterations.append({"iteration": i, "buckets": buckets})
     return {"runs": roots, "iterations": iterations}

@@ -2,17 +2,15 @@
 
 rank = #{other candidate items not scoring below the target}: ties and NaN count
 against the target, so a model whose scores are constant or NaN (a diverged run)
-ranks last instead of first. Recall@K = [rank < K], NDCG@K = [rank < K] / log2(rank + 2),
-MRR = 1 / (rank + 1). Averaged over users."""
+ranks last instead of first. The metrics follow from the ranks (user_ranks.py)."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
 from .data import SequenceData
+from .user_ranks import metrics_from_ranks
 from .wide_matmul import all_item_scores
-
-KS = (5, 10, 20)
 
 
 def pad(seqs: list[np.ndarray], length: int | None = None) -> torch.Tensor:
@@ -38,17 +36,6 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor, history: torch.Ten
     # V - #below: one B x V comparison; NaN compares false, so it counts as not below
     below = (scores < target_score).sum(1, dtype=torch.int32)  # int32: int64 costs a slow B x V cast
     return scores.shape[1] - below
-
-
-def metrics_from_ranks(ranks: np.ndarray, ks=KS) -> dict[str, float]:
-    ranks = np.asarray(ranks, dtype=np.float64)
-    out = {}
-    for k in ks:
-        hit = ranks < k
-        out[f"recall@{k}"] = float(hit.mean())
-        out[f"ndcg@{k}"] = float((hit / np.log2(ranks + 2)).mean())
-    out["mrr"] = float((1.0 / (ranks + 1)).mean())
-    return out
 
 
 @torch.no_grad()

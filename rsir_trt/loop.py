@@ -2,7 +2,8 @@
 
     iter_k/<model>.pt       f_k trained on D_k (teacher and, if different, student)
     iter_k/<model>.train-state.pt   while it trains: the state after its last epoch
-    iter_k/metrics.json     its validation and test metrics
+    iter_k/metrics-<model>.json     its validation and test metrics
+    iter_k/test-ranks-<model>.npz   each test user's rank of the target (user_ranks.py)
     iter_k/engine.onnx      the teacher's decode-step engine      (k < K)
     iter_k/synthetic.npz    accepted sequences, internal ids       (k < K)
     iter_k/synthetic.txt    the same in the user's ids (+ .provenance.tsv)
@@ -23,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint, fault
+from . import checkpoint, fault, user_ranks
 from .acquire import AcquireConfig, acquire
 from .atomic import atomic_path, make_dir, write_json
 from .data import SequenceData, Synthetic, check_trained_on, identity, write_synthetic, write_training_file
 from .errors import RsirError
-from .evaluate import evaluate
+from .evaluate import rank_users
 from .generate import GenConfig, generate
 from .models import LAYOUTS, ModelConfig, create_model
 from .report import SELECT_BY
@@ -148,7 +149,10 @@ class Run:
             if self.progress:
                 self.progress(epoch, *args)
         result = train(model, data, tcfg, progress=progress, snapshot=snapshot)
-        test = evaluate(model, data, "test")
+        inputs, targets = data.eval_inputs("test")
+        ranks = rank_users(model, inputs, targets)
+        test = user_ranks.metrics_from_ranks(ranks)
+        user_ranks.save(user_ranks.ranks_path(self.it(k), kind), ranks, [len(s) for s in inputs])
         checkpoint.save(self.it(k) / f"{kind}.pt", model, data.item_tokens, train=asdict(tcfg),
                         data={"source": self.cfg.data, "format": "auto", "max_len": self.cfg.max_len, "kcore": 0,
                               **identity(data)},
@@ -274,7 +278,10 @@ def branch_kinds(cfg: LoopConfig, source: Path) -> list[str]:
 def branch(root: Path, source: Path, kinds: list[str]) -> None:
     (root / "iter0").mkdir(exist_ok=True)
     for kind in kinds:
-        for name in (f"{kind}.pt", f"metrics-{kind}.json"):
+        ranks = user_ranks.ranks_path(source / "iter0", kind).name
+        for name in (f"{kind}.pt", f"metrics-{kind}.json", ranks):
+            if name == ranks and not (source / "iter0" / name).exists():   # recorded since session 32
+                continue
             with atomic_path(root / "iter0" / name) as tmp:
                 shutil.copyfile(source / "iter0" / name, tmp)
     # no machine recorded: a branch is a new run, not a resumed one (iter0's metrics name theirs)

@@ -17,7 +17,7 @@ from pathlib import Path
 from .atomic import make_dir
 from .errors import RsirError
 from .loop import read_config
-from .report import KEYS, SELECT_BY, collect, gain, selected
+from .report import CHANGE_KEYS, KEYS, SELECT_BY, collect, gain, selected
 from .system import cpu_threads
 
 VARY = ("seed", "iterations", "stop_early", "backend")  # may differ between replicates
@@ -189,9 +189,6 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-CONTRAST_KEYS = ("recall@10", "ndcg@10")
-
-
 def contrast(variant: list[dict], control: list[dict]) -> dict:
     """Two settings over the same seeds, seed by seed: per iteration, each seed's own gain
     under the variant minus its own gain under the control (points of %), their mean and
@@ -211,11 +208,11 @@ def contrast(variant: list[dict], control: list[dict]) -> dict:
     iterations = []
     for i in range(1, n):
         diffs = {k: [gain(v[s]["rows"][i]["test"], v[s]["rows"][0]["test"], k)
-                     - gain(c[s]["rows"][i]["test"], c[s]["rows"][0]["test"], k) for s in seeds] for k in CONTRAST_KEYS}
+                     - gain(c[s]["rows"][i]["test"], c[s]["rows"][0]["test"], k) for s in seeds] for k in CHANGE_KEYS}
         iterations.append({"iteration": i, "differences": diffs, "ci95": {k: list(paired_interval(d)) for k, d in diffs.items()}})
     over = []
     for i in range(n):
-        gains = {k: [gain(v[s]["rows"][i]["test"], c[s]["rows"][0]["test"], k) for s in seeds] for k in CONTRAST_KEYS}
+        gains = {k: [gain(v[s]["rows"][i]["test"], c[s]["rows"][0]["test"], k) for s in seeds] for k in CHANGE_KEYS}
         over.append({"iteration": i, "gains": gains, "ci95": {k: list(paired_interval(g)) for k, g in gains.items()}})
     want, have = setting(control[0]["config"]), setting(variant[0]["config"])
     return {"runs": [r["root"] for r in variant], "against": [r["root"] for r in control], "seeds": seeds,

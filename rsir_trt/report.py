@@ -4,9 +4,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from . import user_ranks
 from .atomic import atomic_path, write_json, write_text
 
 KEYS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
+CHANGE_KEYS = ("recall@10", "ndcg@10")  # the changes over iteration 0 that the comparisons report
+HISTORY_EDGES = [5, 10, 20]  # the report's history-length buckets: up to 5 items, 6-10, 11-20, 21+
 SELECT_BY = "ndcg@20"  # the validation metric training stops on; the report picks an iteration with it too
 
 
@@ -56,6 +59,40 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def test_users(root: Path, student: str, iterations: int) -> dict | None:
+    """From the recorded per-user test ranks (runs since session 32; None for older runs):
+    each iteration's change against iteration 0 with its 95% interval over the test users,
+    and the test metrics by history length."""
+    from .by_length import metrics_by_length
+    paths = [user_ranks.ranks_path(root / f"iter{k}", student) for k in range(iterations)]
+    if not all(p.exists() for p in paths):
+        return None
+    loaded = [user_ranks.load(p) for p in paths]
+    base, history = loaded[0]
+    changes = [{key: list(user_ranks.change_interval(ranks, base, key)) for key in CHANGE_KEYS}
+               for ranks, _ in loaded[1:]]
+    return {"change_ci95_over_users": changes, "history_edges": HISTORY_EDGES,
+            "by_length": [metrics_by_length(ranks, history, HISTORY_EDGES) for ranks, _ in loaded]}
+
+
+def users_markdown(users: dict) -> str:
+    lines = ["\nTest change against iteration 0 with its 95% interval over the test users (paired; the test "
+             "set's sampling noise only, not the spread over training seeds: `compare` over `--seeds` gives that):\n",
+             "| iter | ΔR@10 [95% CI] | ΔN@10 [95% CI] |", "|---:|---:|---:|"]
+    for k, ch in enumerate(users["change_ci95_over_users"], start=1):
+        cells = [f"{m:+.1f}% [{m - h:+.1f}, {m + h:+.1f}]" for m, h in (ch[key] for key in CHANGE_KEYS)]
+        lines.append(f"| {k} | {' | '.join(cells)} |")
+    per_it = users["by_length"]
+    lines += ["\nTest R@10 by history length (items before the test target), change against iteration 0:\n",
+              "| history | users | " + " | ".join(f"iter {k}" for k in range(len(per_it))) + " |",
+              "|---|---:|" + "---:|" * len(per_it)]
+    for b, row in enumerate(per_it[0]):
+        cells = [f"{row['recall@10']:.4f}"] + [f"{it[b]['recall@10']:.4f} ({gain(it[b], row, 'recall@10'):+.1f}%)"
+                                               for it in per_it[1:]]
+        lines.append(f"| {row['history']} | {row['users']:,} | {' | '.join(cells)} |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(rows: list[dict], path: Path, title: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -81,7 +118,10 @@ def write_report(root: Path, cfg) -> dict:
     rows = collect(Path(root), cfg.student)
     title = f"RSIR on {cfg.data or 'ml-100k'}: teacher {cfg.teacher}, student {cfg.student}"
     report = {"title": title, "iterations": rows, "selected_iteration": selected(rows), "selected_by": f"valid {SELECT_BY}"}
+    users = test_users(Path(root), cfg.student, len(rows))
+    if users:
+        report["test_users"] = users
     write_json(root / "report.json", report)
-    write_text(root / "report.md", f"# {title}\n\n" + markdown(rows))
+    write_text(root / "report.md", f"# {title}\n\n" + markdown(rows) + (users_markdown(users) if users else ""))
     plot(rows, root / "metrics.png", title)
     return report

@@ -29,7 +29,7 @@ def fingerprint(run):
     """Everything a user keeps from a run: metrics, synthetic data, the training file."""
     report = json.loads((run / "report.json").read_text())
     files = ["iter0/synthetic.txt", "iter0/synthetic.txt.provenance.tsv", "iter0/train_augmented.txt",
-             "iter0/synthetic.npz"]
+             "iter0/synthetic.npz", "iter0/test-ranks-sasrec.npz", "iter1/test-ranks-sasrec.npz"]
     timing = ("train_seconds", "generation_seconds", "generation_seq_per_s")
     rows = [{k: v for k, v in r.items() if k not in timing} for r in report["iterations"]]
     return rows, {f: hashlib.sha256((run / f).read_bytes()).hexdigest() for f in files}
@@ -51,6 +51,17 @@ def test_loop_writes_report_plot_and_data(reference_run):
     assert "| iter |" in (reference_run / "report.md").read_text()
     state = json.loads((reference_run / "state.json").read_text())["done"]
     assert state == ["iter0/train-sasrec", "iter0/export", "iter0/generate", "iter0/merge", "iter1/train-sasrec"]
+    # the recorded per-user test ranks give the recorded metrics, digit for digit
+    from rsir_trt import user_ranks
+    for k, row in enumerate(report["iterations"]):
+        ranks, history = user_ranks.load(user_ranks.ranks_path(reference_run / f"iter{k}", "sasrec"))
+        assert len(ranks) == len(history) == 943 and history.min() >= 1
+        assert {x: user_ranks.metrics_from_ranks(ranks)[x] for x in row["test"]} == row["test"]
+    users = report["test_users"]
+    assert users["change_ci95_over_users"][0]["recall@10"][0] == pytest.approx(
+        100 * (report["iterations"][1]["test"]["recall@10"] / report["iterations"][0]["test"]["recall@10"] - 1))
+    assert [b["users"] for b in users["by_length"][0]][-1] == 943
+    assert "95% interval over the test users" in (reference_run / "report.md").read_text()
 
 
 @pytest.mark.parametrize("point", KILL_POINTS)
@@ -106,6 +117,9 @@ def test_branch_reuses_the_baseline_and_refuses_a_different_one(reference_run, t
     assert "iter 0: training" not in r.stdout                     # iteration 0 was not retrained
     ours, theirs = (json.loads((x / "report.json").read_text())["iterations"] for x in (run, reference_run))
     assert ours[0]["test"] == theirs[0]["test"] and ours[0]["valid"] == theirs[0]["valid"]
+    ranks = "iter0/test-ranks-sasrec.npz"   # copied with the model: the report's intervals need it
+    assert (run / ranks).read_bytes() == (reference_run / ranks).read_bytes()
+    assert "test_users" in json.loads((run / "report.json").read_text())
     assert ours[1]["train_sequences"] != theirs[1]["train_sequences"]  # the ablation generated differently
     bad = cli([*ARGS, "--epochs", "3", "--out", str(tmp_path / "other"), "--branch-from", str(reference_run)])
     assert bad.returncode == 2 and bad.stderr.count("error:") == 1 and "Traceback" not in bad.stderr
@@ -203,12 +217,16 @@ def test_seeds_run_as_their_standalone_loops_and_are_compared(reference_run, tmp
     summary = json.loads((root / "compare.json").read_text())
     assert summary["runs"] == [str(root / "seed-3"), str(root / "seed-4")]
     assert "2 runs" in (root / "compare.md").read_text()
+    # seed 4's last model as in a run from before the ranks were recorded: evaluated again
+    (root / "seed-4" / "iter1" / "test-ranks-sasrec.npz").rename(tmp_path / "ranks.npz")
     by = cli(["compare", str(root / "seed-3"), str(root / "seed-4"), "--by-length", "30", "--out", str(tmp_path / "c")])
     assert by.returncode == 0, by.stderr
+    assert " ".join(by.stdout.split()).count("evaluated again") == 1
     split = json.loads((tmp_path / "c.json").read_text())["by_length"]["iterations"][0]["buckets"]
     assert [b["history"] for b in split] == ["1-30", "31+", "all"] and split[0]["users"] + split[1]["users"] == 943
-    # the 'all' row evaluates the models again: the loops' own test gains, to rounding
+    # the 'all' row: the loops' own test gains, to rounding (recorded and re-evaluated alike)
     assert split[2]["own_gains"]["recall@10"] == pytest.approx(summary["iterations"][1]["own_gains"], abs=1e-6)
+    (tmp_path / "ranks.npz").rename(root / "seed-4" / "iter1" / "test-ranks-sasrec.npz")
     again = cli([*SEEDLESS, "--seeds", "3,4", "--out", str(root)])
     assert again.returncode == 2 and "run directory exists" in again.stderr
     resumed = cli([*SEEDLESS, "--seeds", "3,4", "--out", str(root), "--resume"])  # both finished: nothing redone

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from rsir_trt.evaluate import metrics_from_ranks, target_ranks
+from rsir_trt.evaluate import target_ranks
+from rsir_trt.user_ranks import metrics_from_ranks
 
 
 def test_metrics_hand_computed():
@@ -67,3 +68,23 @@ def test_metrics_by_history_length_hand_computed():
     assert rows[0]["ndcg@10"] == pytest.approx((1 + 1 / math.log2(5)) / 2)
     assert rows[1]["ndcg@10"] == pytest.approx(1 / math.log2(3) / 2)
     assert rows[2]["ndcg@10"] == pytest.approx(1 / math.log2(11))
+
+
+def test_change_interval_over_users_hand_computed():
+    from rsir_trt.user_ranks import change_interval, per_user
+    same = np.array([0, 4, 20, 9])
+    assert change_interval(same, same, "recall@10") == (0.0, 0.0)   # no change, no spread
+    # two users: recall@10 1, 0 -> 1, 1; means 0.5 -> 1 (+100%); var(a) = 0.5, var(b) = cov = 0:
+    # var of the ratio = (1 / 0.5**4 * 0.5) / 2 = 4, half-width 1.96 * 2 = 392 points
+    assert change_interval(np.array([0, 0]), np.array([0, 20]), "recall@10") == pytest.approx((100.0, 392.0))
+    assert per_user(np.array([0, 1, 12]), "ndcg@10") == pytest.approx([1, 1 / math.log2(3), 0])
+    # against a paired bootstrap over 3,000 users (the delta method's large-sample claim)
+    rng = np.random.default_rng(0)
+    base = rng.geometric(0.05, 3000) - 1
+    now = np.where(rng.random(3000) < 0.2, base // 2, base)
+    gain, half = change_interval(now, base, "ndcg@10")
+    a, b = per_user(base, "ndcg@10"), per_user(now, "ndcg@10")
+    idx = rng.integers(0, 3000, (2000, 3000))
+    boot = 100 * (b[idx].mean(1) / a[idx].mean(1) - 1)
+    assert gain == pytest.approx(100 * (b.mean() / a.mean() - 1))
+    assert half == pytest.approx((np.percentile(boot, 97.5) - np.percentile(boot, 2.5)) / 2, rel=0.1)

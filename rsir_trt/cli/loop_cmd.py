@@ -11,7 +11,7 @@ from ..atomic import write_json, write_text
 from ..data import open_dataset
 from ..errors import RsirError
 from ..generate import GenConfig
-from ..report import markdown
+from ..report import markdown, users_markdown
 from ..system import cpu_threads
 from .common import BatchingOpt, DataOpt, LayoutOpt, console
 
@@ -102,7 +102,8 @@ def loop_cmd(
                 console.print(info)
         report = Run(root, cfg, ds, log=log, progress=progress).run()
     console.print(f"\n[bold]{report['title']}[/bold]")
-    console.print(markdown(report["iterations"]), soft_wrap=True, highlight=False)
+    users = users_markdown(report["test_users"]) if "test_users" in report else ""
+    console.print(markdown(report["iterations"]) + users, soft_wrap=True, highlight=False)
     console.print(f"report: {root / 'report.md'}, plot: {root / 'metrics.png'}")
 
 
@@ -148,7 +149,8 @@ def compare_cmd(
                                                 "seeds (comma-separated or repeated): each seed's own gains compared."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the table here (.md) and beside it (.json)."),
     by_length: Optional[str] = typer.Option(None, "--by-length", help="Also the gains by the users' history length, "
-                                            "in buckets up to these lengths (e.g. 5,10,20); evaluates each model again."),
+                                            "in buckets up to these lengths (e.g. 5,10,20); from the test ranks each loop "
+                                            "records (older runs' models are evaluated again)."),
 ):
     """Mean and sd over seeds per iteration, the gain of the means, and each run's own gain;
     with --against, the gains against another setting's runs seed by seed."""
@@ -161,7 +163,7 @@ def show_comparison(runs: list[Path], out: Optional[Path], control: Optional[lis
     """Print the runs' comparison (and their contrast with `control`, and their gains by
     history length); with `out`, also write it to out.md and out.json."""
     from .. import replicates
-    if by_length is not None:   # torch: loaded only to evaluate the models again
+    if by_length is not None:
         from .. import by_length as bl
         edges = bl.parse_edges(by_length)
     loaded = [replicates.load_run(r) for r in runs]

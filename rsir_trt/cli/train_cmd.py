@@ -108,7 +108,8 @@ def evaluate_cmd(
     """Full-ranking Recall/NDCG@5/10/20 and MRR of a checkpoint, history items excluded."""
     from .. import checkpoint
     from ..by_length import metrics_by_length, parse_edges
-    from ..evaluate import metrics_from_ranks, rank_users
+    from ..evaluate import rank_users
+    from ..user_ranks import metrics_from_ranks
     edges = parse_edges(by_length) if by_length is not None else None
     net, payload = checkpoint.load_model(ckpt)
     info = payload.get("data", {})
