@@ -33,6 +33,7 @@ class GenConfig:
     sample_topk: int = 0          # 0 = greedy argmax; k = top-k sampling
     temperature: float = 1.0
     synthetic_seeds: bool = False # also seed from synthetic rows already in the data
+    drop_known: bool = False      # also drop sequences the training data already holds as a row's prefix
     seed: int = 0
     batch_size: int = 1024        # trajectories in flight per worker; its engine rows <= this
     workers: int = 0              # run side by side, one runtime each; 0 = the runtime's choice
@@ -122,20 +123,32 @@ class GenResult:
     stats: dict
 
 
+def known_prefixes(data: SequenceData, min_len: int) -> set[bytes]:
+    """Every prefix (>= min_len items) of every row the trainer already learns from. A new
+    sequence equal to one adds no transition: the next-item loss already sees each of its
+    positions with the same context, so it only weights those rows more."""
+    return {np.asarray(s[:n], dtype=np.int64).tobytes() for s in data.training_set() for n in range(min_len, len(s) + 1)}
+
+
 def finish(data: SequenceData, cfg: GenConfig, plan: Plan, trajectories: list, lengths: np.ndarray,
            reasons: np.ndarray, seconds: float, iteration: int, runtime) -> GenResult:
-    """Keep length >= min_len, drop exact duplicates (first kept), count everything.
-    trajectories[t] is needed only where lengths[t] >= min_len (most are shorter: None)."""
+    """Keep length >= min_len, drop exact duplicates (first kept) and, with drop_known, the
+    copies of training rows' prefixes; count everything. trajectories[t] is needed only
+    where lengths[t] >= min_len (most are shorter: None)."""
     out = Synthetic()
     seen = set()
-    dupes = 0
+    known = known_prefixes(data, cfg.min_len) if cfg.drop_known else set()
+    dupes = copies = 0
     for tid in np.flatnonzero(lengths >= cfg.min_len).tolist():
         seq = trajectories[tid]
-        key = seq.tobytes()
+        key = np.asarray(seq, dtype=np.int64).tobytes()
         if key in seen:
             dupes += 1
             continue
         seen.add(key)
+        if key in known:
+            copies += 1
+            continue
         out.sequences.append(seq)
         out.seed_user.append(int(plan.seed_user[plan.seed_of[tid]]))
         out.iteration.append(iteration)
@@ -146,7 +159,7 @@ def finish(data: SequenceData, cfg: GenConfig, plan: Plan, trajectories: list, l
     new = int(sum(len(s) for s in out.sequences))
     stats = {
         "trajectories": plan.n, "kept": len(out), "too_short": int((lengths < cfg.min_len).sum()),
-        "duplicates": dupes, "stop_reasons": {r: int((reasons == i).sum()) for i, r in enumerate(STOP_REASONS)},
+        "duplicates": dupes, **({"known_copies": copies} if cfg.drop_known else {}), "stop_reasons": {r: int((reasons == i).sum()) for i, r in enumerate(STOP_REASONS)},
         "mean_len": round(float(lens.mean()), 2), "max_len": int(lens.max()),
         "new_interactions": new, "generated_items": generated,
         "train_interactions_before": real, "train_interactions_after": real + new,

@@ -199,6 +199,21 @@ def test_keep_failing_keeps_exactly_one_more_item(engines, ml100k):
     assert 0 < diff <= keep.stats["stop_reasons"]["fidelity"]
 
 
+def test_drop_known_drops_exactly_the_copies_of_training_rows(engines, ml100k):
+    _, onnx = engines["sasrec-greedy"]
+    data = subset(ml100k, 200)
+    first = run(onnx, "onnxruntime", data, m=3, seed=7)
+    again = SequenceData(data.name, data.users, data.item_tokens, data.sequences, first.synthetic)
+    same = run(onnx, "onnxruntime", again, m=3, seed=7, drop_known=True)   # the same model and draws again
+    assert same.stats["kept"] == 0 and same.stats["known_copies"] == first.stats["kept"] > 0
+    plain = run(onnx, "onnxruntime", again, m=3, seed=8)
+    dropped = run(onnx, "onnxruntime", again, m=3, seed=8, drop_known=True)
+    prefixes = {s[:n].tobytes() for s in again.training_set() for n in range(3, len(s) + 1)}
+    assert as_bytes(dropped) == [s for s in as_bytes(plain) if s not in prefixes]   # order kept, only copies gone
+    assert dropped.stats["known_copies"] == plain.stats["kept"] - dropped.stats["kept"] > 0
+    assert "known_copies" not in plain.stats
+
+
 def test_validation_and_test_targets_are_never_used(engines, ml100k):
     _, onnx = engines["sasrec"]
     a = run(onnx, "onnxruntime", ml100k, m=1)
