@@ -62,7 +62,7 @@ def runs_by_length(roots: list[str], cfg: dict, iterations: int, edges: list[int
             if history is None:
                 history = lengths
             elif not np.array_equal(lengths, history):
-                raise RsirError(f"{recorded}: its test users differ from {roots[0]}'s (compare runs of one dataset)")
+                raise RsirError(f"{recorded.parent}: its test users differ from {roots[0]}'s (compare runs of one dataset)")
             out[-1].append(metrics_by_length(ranks, lengths, edges))
     return out
 

@@ -159,7 +159,8 @@ def finish(data: SequenceData, cfg: GenConfig, plan: Plan, trajectories: list, l
     new = int(sum(len(s) for s in out.sequences))
     stats = {
         "trajectories": plan.n, "kept": len(out), "too_short": int((lengths < cfg.min_len).sum()),
-        "duplicates": dupes, **({"known_copies": copies} if cfg.drop_known else {}), "stop_reasons": {r: int((reasons == i).sum()) for i, r in enumerate(STOP_REASONS)},
+        "duplicates": dupes, **({"known_copies": copies} if cfg.drop_known else {}),
+        "stop_reasons": {r: int((reasons == i).sum()) for i, r in enumerate(STOP_REASONS)},
         "mean_len": round(float(lens.mean()), 2), "max_len": int(lens.max()),
         "new_interactions": new, "generated_items": generated,
         "train_interactions_before": real, "train_interactions_after": real + new,
