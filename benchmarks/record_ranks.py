@@ -1,0 +1,44 @@
+"""Record the per-user test ranks of loop runs from before session 32, which the loop
+now records itself (iter_k/test-ranks-<model>.npz), so that their reports' successors and
+`compare --by-length` read them instead of evaluating every model again. A model's ranks
+are written only where they give its recorded test metrics exactly (the same host type
+and thread count as the run; otherwise the float path may move a rank).
+
+    RSIR_THREADS=1 python benchmarks/record_ranks.py runs/beauty-loop runs/beauty-loop-s1 ..."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from rsir_trt import user_ranks
+from rsir_trt.checkpoint import load_model
+from rsir_trt.data import open_dataset
+from rsir_trt.evaluate import rank_users
+
+
+def main(runs: list[str]) -> int:
+    differ = 0
+    for run in map(Path, runs):
+        cfg = json.loads((run / "config.json").read_text())
+        for metrics in sorted(run.glob(f"iter*/metrics-{cfg['student']}.json")):
+            it, kind = metrics.parent, cfg["student"]
+            if user_ranks.ranks_path(it, kind).exists():
+                continue
+            net, payload = load_model(it / f"{kind}.pt")
+            ds = open_dataset(cfg["data"], max_len=cfg["max_len"], item_tokens=payload["item_tokens"])
+            inputs, targets = ds.eval_inputs("test")
+            ranks = rank_users(net, inputs, targets)
+            recorded = json.loads(metrics.read_text())["test"]
+            now = user_ranks.metrics_from_ranks(ranks)
+            if all(now[k] == v for k, v in recorded.items()):
+                user_ranks.save(user_ranks.ranks_path(it, kind), ranks, [len(s) for s in inputs])
+                print(f"{it}: recorded (metrics exact)", flush=True)
+            else:
+                differ += 1
+                print(f"{it}: not recorded, its ranks now give other metrics than the run's", flush=True)
+    return 1 if differ else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
