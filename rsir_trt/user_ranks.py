@@ -6,6 +6,7 @@ stands out from the test users' sampling noise (`change_interval`)."""
 from __future__ import annotations
 
 import math
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +32,8 @@ def load(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with np.load(path) as z:
             return z["ranks"], z["history"]
-    except (OSError, KeyError, ValueError) as e:
-        raise RsirError(f"{path}: not a test-ranks file ({e})") from None
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise RsirError(f"{path}: not a test-ranks file ({e or type(e).__name__})") from None
 
 
 def metrics_from_ranks(ranks: np.ndarray, ks=KS) -> dict[str, float]:

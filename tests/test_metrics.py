@@ -88,3 +88,16 @@ def test_change_interval_over_users_hand_computed():
     boot = 100 * (b[idx].mean(1) / a[idx].mean(1) - 1)
     assert gain == pytest.approx(100 * (b.mean() / a.mean() - 1))
     assert half == pytest.approx((np.percentile(boot, 97.5) - np.percentile(boot, 2.5)) / 2, rel=0.1)
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage", b"PK\x03\x04 cut short"])
+def test_a_broken_ranks_file_is_one_error(content, tmp_path):
+    from rsir_trt.errors import RsirError
+    from rsir_trt.user_ranks import load, save
+    good = tmp_path / "good.npz"
+    save(good, np.array([3, 0]), [2, 7])
+    assert [x.tolist() for x in load(good)] == [[3, 0], [2, 7]]
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(content)
+    with pytest.raises(RsirError, match="bad.npz: not a test-ranks file"):
+        load(bad)
