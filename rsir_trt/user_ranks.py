@@ -39,13 +39,11 @@ def load(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def metrics_from_ranks(ranks: np.ndarray, ks=KS) -> dict[str, float]:
     """Recall@K = [rank < K], NDCG@K = [rank < K] / log2(rank + 2), MRR = 1 / (rank + 1),
     averaged over users (evaluate.py defines the ranks)."""
-    ranks = np.asarray(ranks, dtype=np.float64)
     out = {}
     for k in ks:
-        hit = ranks < k
-        out[f"recall@{k}"] = float(hit.mean())
-        out[f"ndcg@{k}"] = float((hit / np.log2(ranks + 2)).mean())
-    out["mrr"] = float((1.0 / (ranks + 1)).mean())
+        for name in ("recall", "ndcg"):
+            out[f"{name}@{k}"] = float(per_user(ranks, f"{name}@{k}").mean())
+    out["mrr"] = float((1.0 / (np.asarray(ranks, dtype=np.float64) + 1)).mean())
     return out
 
 
