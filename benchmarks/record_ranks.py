@@ -12,9 +12,7 @@ import sys
 from pathlib import Path
 
 from rsir_trt import user_ranks
-from rsir_trt.checkpoint import load_model
-from rsir_trt.data import open_dataset
-from rsir_trt.evaluate import rank_users
+from rsir_trt.by_length import rank_again
 
 
 def main(runs: list[str]) -> int:
@@ -25,14 +23,11 @@ def main(runs: list[str]) -> int:
             it, kind = metrics.parent, cfg["student"]
             if user_ranks.ranks_path(it, kind).exists():
                 continue
-            net, payload = load_model(it / f"{kind}.pt")
-            ds = open_dataset(cfg["data"], max_len=cfg["max_len"], item_tokens=payload["item_tokens"])
-            inputs, targets = ds.eval_inputs("test")
-            ranks = rank_users(net, inputs, targets)
+            ranks, history = rank_again(it / f"{kind}.pt", cfg, say=lambda msg: None)
             recorded = json.loads(metrics.read_text())["test"]
             now = user_ranks.metrics_from_ranks(ranks)
             if all(now[k] == v for k, v in recorded.items()):
-                user_ranks.save(user_ranks.ranks_path(it, kind), ranks, [len(s) for s in inputs])
+                user_ranks.save(user_ranks.ranks_path(it, kind), ranks, history)
                 print(f"{it}: recorded (metrics exact)", flush=True)
             else:
                 differ += 1

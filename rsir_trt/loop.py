@@ -278,10 +278,9 @@ def branch_kinds(cfg: LoopConfig, source: Path) -> list[str]:
 def branch(root: Path, source: Path, kinds: list[str]) -> None:
     (root / "iter0").mkdir(exist_ok=True)
     for kind in kinds:
-        ranks = user_ranks.ranks_path(source / "iter0", kind).name
-        for name in (f"{kind}.pt", f"metrics-{kind}.json", ranks):
-            if name == ranks and not (source / "iter0" / name).exists():   # recorded since session 32
-                continue
+        ranks = user_ranks.ranks_path(source / "iter0", kind)
+        extra = [ranks.name] if ranks.exists() else []   # recorded since session 32
+        for name in [f"{kind}.pt", f"metrics-{kind}.json", *extra]:
             with atomic_path(root / "iter0" / name) as tmp:
                 shutil.copyfile(source / "iter0" / name, tmp)
     # no machine recorded: a branch is a new run, not a resumed one (iter0's metrics name theirs)
