@@ -17,6 +17,8 @@ import numpy as np
 from rsir_trt.replicates import paired_interval
 
 ROW = re.compile(r"\| Sports s(\d+) \| ([0-3]) \|")   # keyed rows only: ablations name themselves
+# cells of a row split on "|" (cell 0 is empty): the run tables' shared header
+TEST_R10, TEST_N10, OWN_R10, OWN_N10 = 8, 9, 12, 13
 
 
 def read_tables(path: Path) -> dict[int, dict[int, list[str]]]:
@@ -30,16 +32,16 @@ def read_tables(path: Path) -> dict[int, dict[int, list[str]]]:
 def main(path: Path) -> None:
     rows = read_tables(path)
     seeds = sorted(rows)
-    r = {s: [float(rows[s][it][8]) for it in range(4)] for s in seeds}     # test R@10
-    n = {s: [float(rows[s][it][9]) for it in range(4)] for s in seeds}     # test N@10
+    r = {s: [float(rows[s][it][TEST_R10]) for it in range(4)] for s in seeds}
+    n = {s: [float(rows[s][it][TEST_N10]) for it in range(4)] for s in seeds}
     r0 = [r[s][0] for s in seeds]
     print(f"{len(seeds)} seeds {seeds}; iteration 0 R@10 {statistics.mean(r0):.4f} +- {statistics.stdev(r0):.4f}")
     for it in (1, 2, 3):
         ri = [r[s][it] for s in seeds]
         of_means = 100 * (statistics.mean(ri) / statistics.mean(r0) - 1)
         of_means_n = 100 * (statistics.mean(n[s][it] for s in seeds) / statistics.mean(n[s][0] for s in seeds) - 1)
-        own, half = paired_interval([float(rows[s][it][12]) for s in seeds])
-        own_n, half_n = paired_interval([float(rows[s][it][13]) for s in seeds])
+        own, half = paired_interval([float(rows[s][it][OWN_R10]) for s in seeds])
+        own_n, half_n = paired_interval([float(rows[s][it][OWN_N10]) for s in seeds])
         print(f"round {it}: R@10 {statistics.mean(ri):.4f} +- {statistics.stdev(ri):.4f}, of the means {of_means:+.1f}%, "
               f"own {own:+.1f}% [{own - half:+.1f}, {own + half:+.1f}]; N@10 of the means {of_means_n:+.1f}%, "
               f"own {own_n:+.1f}% [{own_n - half_n:+.1f}, {own_n + half_n:+.1f}]")
