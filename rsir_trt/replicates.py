@@ -144,6 +144,15 @@ def check_one_setting(runs: list[dict], who: str = "compare") -> None:
         for key in differing_keys(want, have)[:1]:
             raise RsirError(f"{run['root']}: '{key}' is {have.get(key)!r}, {runs[0]['root']} has "
                             f"{want.get(key)!r}; compare runs of one setting")
+    # a seed's second loop (a rerun, or the same seed on another host) is no independent
+    # replicate: counted twice it would narrow the interval falsely
+    first: dict = {}
+    for run in runs:
+        seed = run["config"]["seed"]
+        if seed in first:
+            raise RsirError(f"{run['root']}: seed {seed} again ({first[seed]} ran it); "
+                            f"{who} counts each seed once")
+        first[seed] = run["root"]
 
 
 def summarise(runs: list[dict]) -> dict:
