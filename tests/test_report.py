@@ -66,8 +66,10 @@ def test_compare_refuses_what_is_not_replicates(tmp_path, capsys):
     (tmp_path / "c" / "iter0" / "metrics-sasrec.json").write_text("{not json")
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "config.json").write_text("{}")
+    rerun = write_run(tmp_path / "a-again", 0, [row(0, 0.03, 0.05)])
     for args, message in [([a], "at least two run directories"),
                           ([a, b], "'gen.tau' is 12102, "),
+                          ([a, rerun], f"a-again: seed 0 again ({a} ran it); compare counts each seed once"),
                           ([a, tmp_path / "none"], "none/config.json: missing"),
                           ([a, tmp_path / "c"], "unreadable loop metrics"),
                           ([a, tmp_path / "d"], "d: no iteration finished yet")]:
