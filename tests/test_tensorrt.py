@@ -7,7 +7,7 @@ import pytest
 from rsir_trt.build import build_engine, resolve_backend
 from rsir_trt.engine_meta import FORMAT
 from rsir_trt.errors import RsirError
-from rsir_trt.runtime.tensorrt_rt import apply_precision, onnx_input_shapes, precision_plan, profile_shapes
+from rsir_trt.runtime.tensorrt_rt import apply_precision, check_batch, onnx_input_shapes, precision_plan, profile_shapes
 
 
 def test_precision_plan_per_major_version():
@@ -51,6 +51,15 @@ def test_profile_shapes_from_the_exported_graph(sasrec_ckpt, tmp_path):
     assert prof["pos"] == ((1,), (256,), (4096,))
     with pytest.raises(RsirError, match="1 <= min <= opt <= max"):
         profile_shapes(shapes, 8, 4, 16)
+
+
+def test_a_plan_refuses_more_rows_than_its_profile():
+    from rsir_trt.engine_meta import EngineMeta
+    meta = EngineMeta(backend="tensorrt", model={"num_items": 10, "max_len": 5}, weights_hash="x",
+                      item_tokens=[], batch_profile=[1, 256, 1024])
+    check_batch(meta, 1024, "e.plan")   # the profile's maximum runs
+    with pytest.raises(RsirError, match=r"^e.plan: built for at most 1024 rows a step \(build-engine --max-batch\), asked for 1025"):
+        check_batch(meta, 1025, "e.plan")
 
 
 def test_without_tensorrt_the_error_is_one_clear_line(sasrec_ckpt, tmp_path):

@@ -126,11 +126,19 @@ def build_plan(onnx_path: Path, plan_path: Path, meta: EngineMeta, min_batch=1, 
     return plan
 
 
+def check_batch(meta: EngineMeta, batch: int, where) -> None:
+    """A plan runs only the batch sizes of its optimization profile: refuse more rows than
+    it was built for in one line, before TensorRT fails deep inside a step."""
+    if meta.batch_profile and batch > meta.batch_profile[2]:
+        raise RsirError(f"{where}: built for at most {meta.batch_profile[2]} rows a step "
+                        f"(build-engine --max-batch), asked for {batch}: lower --batch-size or rebuild")
+
+
 class TensorRTRuntime(Runtime):
     name = "tensorrt"
 
     def __init__(self, plan_path: str | Path):
-        plan_path = Path(plan_path)
+        self.plan_path = plan_path = Path(plan_path)
         self.meta = read_plan_meta(plan_path)
         trt = import_tensorrt()
         self.torch = torch = require_cuda()
@@ -155,6 +163,7 @@ class TensorRTRuntime(Runtime):
                 trt.int32: t.int32, trt.bool: t.bool}[dt]
 
     def allocate(self, batch: int) -> None:
+        check_batch(self.meta, batch, self.plan_path)
         t = self.torch
         with t.cuda.stream(self.stream):
             self.cache = [t.zeros((batch, *tuple(self.engine.get_tensor_shape(n))[1:]), dtype=self.dtypes[n],
@@ -169,7 +178,8 @@ class TensorRTRuntime(Runtime):
             ins = [t.from_numpy(a).to(self.dev) for a in (item, pos, traj, row, seed_items, tau)] + [c[:B] for c in self.cache]
             outs = []
             for name, tensor in zip(self.inputs, ins):
-                ctx.set_input_shape(name, tuple(tensor.shape))
+                if not ctx.set_input_shape(name, tuple(tensor.shape)):
+                    raise RsirError(f"{self.plan_path}: TensorRT refuses shape {tuple(tensor.shape)} for {name}")
                 ctx.set_tensor_address(name, tensor.data_ptr())
             for name in self.outputs:
                 o = t.empty(tuple(ctx.get_tensor_shape(name)), dtype=self.dtypes[name], device=self.dev)
