@@ -40,7 +40,7 @@ BEAUTY = [
     (5, "### Session 22 ", ["s5"] * 4),
     (5, "### Session 26 (2026-12-05): Beauty", ["Beauty s5"] * 4),
     (6, "### Session 26 (2026-12-05): Beauty", ["Beauty s6"] * 4),
-    *((s, "### Session 34 ", [f"Beauty s{s}"] * 4) for s in (7, 8)),
+    *((s, "### Session 34 ", [f"Beauty s{s}"] * 4) for s in (7, 8, 9, 10)),
 ]
 SPORTS_ROW = re.compile(r"Sports s(\d+)$")  # keyed rows only: ablations name themselves otherwise
 
