@@ -131,7 +131,8 @@ def check_batch(meta: EngineMeta, batch: int, where) -> None:
     it was built for in one line, before TensorRT fails deep inside a step."""
     if meta.batch_profile and batch > meta.batch_profile[2]:
         raise RsirError(f"{where}: built for at most {meta.batch_profile[2]} rows a step "
-                        f"(build-engine --max-batch), asked for {batch}: lower --batch-size or rebuild")
+                        f"(build-engine --max-batch), asked for {batch}: lower the batch (generate --batch-size, "
+                        "loop --gen-batch, bench --batch) or rebuild with a larger --max-batch")
 
 
 class TensorRTRuntime(Runtime):
