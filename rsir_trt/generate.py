@@ -29,7 +29,7 @@ class GenConfig:
     max_len: int = 50
     min_len: int = 3
     keep_failing: bool = False    # authors' code keeps the item before a failing check
-    start: str = "first"          # first item of the seed | random prefix
+    start: str = "first"          # first item of the seed | random prefix | random item
     sample_topk: int = 0          # 0 = greedy argmax; k = top-k sampling
     temperature: float = 1.0
     synthetic_seeds: bool = False # also seed from synthetic rows already in the data
@@ -52,8 +52,8 @@ class GenConfig:
             raise RsirError(f"--workers must be >= 0 (0 = auto), got {self.workers}")
         if self.max_len < self.min_len or self.min_len < 1:
             raise RsirError(f"--max-len {self.max_len} must be >= --min-len {self.min_len} >= 1")
-        if self.start not in ("first", "prefix"):
-            raise RsirError(f"--start: {self.start!r} is not one of first, prefix")
+        if self.start not in ("first", "prefix", "item"):
+            raise RsirError(f"--start: {self.start!r} is not one of first, prefix, item")
         if self.sample_topk < 0 or not self.temperature > 0:
             raise RsirError("--sample-topk must be >= 0 and --temperature > 0")
 
@@ -61,8 +61,8 @@ class GenConfig:
 @dataclass
 class Plan:
     """Per trajectory: its seed, start prefix length and random draws for every step."""
-    seed_mat: np.ndarray      # [n_seeds, S] seed sequences, 0-padded
-    seed_user: np.ndarray     # [n_seeds] user index (provenance)
+    seed_mat: np.ndarray      # [rows, S] seed sequences, 0-padded (--start item: one rotation per start)
+    seed_user: np.ndarray     # [rows] user index (provenance)
     seed_of: np.ndarray       # [N] which seed
     prefix: np.ndarray        # [N] start length (1 = first item)
     u_pool: np.ndarray        # [N, max_len] exploit iff u < p
@@ -88,14 +88,26 @@ def make_plan(data: SequenceData, cfg: GenConfig, S: int) -> Plan:
     rng = np.random.default_rng(cfg.seed)
     seed_of = np.repeat(np.arange(len(keep)), cfg.m)
     n = len(seed_of)
+    seed_user = np.asarray(users)[keep]
     if cfg.start == "prefix":  # a random proper prefix: 1 .. len-1 items (at least 1)
         prefix = 1 + np.floor(rng.random(n) * np.maximum(seed_len[seed_of] - 1, 1)).astype(np.int64)
     else:
         prefix = np.ones(n, dtype=np.int64)
+    if cfg.start == "item":  # a random item of the seed: start from its rotation (same item set)
+        at = np.floor(rng.random(n) * seed_len[seed_of]).astype(np.int64)
+        rows, seed_of = np.unique(seed_of * S + at, return_inverse=True)  # one row per (seed, item)
+        seed_mat, seed_user = rotate(seed_mat[rows // S], rows % S, seed_len[rows // S]), seed_user[rows // S]
     prefix = np.clip(prefix, 1, max(cfg.max_len - 1, 1))  # room for at least one generated item
     u_pool = rng.random((n, cfg.max_len), dtype=np.float32)
     u_sample = rng.random((n, cfg.max_len), dtype=np.float32) if cfg.sample_topk else u_pool
-    return Plan(seed_mat, np.asarray(users)[keep], seed_of, prefix, u_pool, u_sample)
+    return Plan(seed_mat, seed_user, seed_of.reshape(-1), prefix, u_pool, u_sample)
+
+
+def rotate(mat: np.ndarray, at: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Row r's first lengths[r] items rotated to begin at position at[r]; padding stays 0."""
+    pos = np.arange(mat.shape[1])[None, :]
+    out = np.take_along_axis(mat, (at[:, None] + pos) % np.maximum(lengths, 1)[:, None], 1)
+    return np.where(pos < lengths[:, None], out, 0)
 
 
 def sample(ids: np.ndarray, scores: np.ndarray, u: np.ndarray, k: int, temperature: float) -> np.ndarray:

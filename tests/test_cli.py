@@ -112,7 +112,7 @@ CASES = [
     ("loop-backend", "loop --backend tvm --out {o}", r"--backend: 'tvm'"),
     ("loop-layout", "loop --layout pre --out {o}", r"--layout: 'pre' is not one of recbole, kang"),
     ("loop-batching", "loop --batching bucket --out {o}", r"--batching: 'bucket' is not one of random, length"),
-    ("loop-start", "loop --start middle --out {o}", r"--start: 'middle' is not one of first, prefix"),
+    ("loop-start", "loop --start middle --out {o}", r"--start: 'middle' is not one of first, prefix, item"),
     ("loop-gen-batch", "loop --gen-batch 0 --out {o}", r"--gen-batch must be >= 1"),
     ("loop-temperature", "loop --sample-topk 5 --temperature 0 --out {o}", r"--temperature > 0"),
     ("loop-resume-nothing", "loop --resume --out {o}", r"nothing to resume"),

@@ -35,6 +35,7 @@ def engines(sasrec_ckpt, kang_ckpt, gru_ckpt, tmp_path_factory):
     dict(),                                                    # paper defaults, greedy
     dict(sample_topk=8, temperature=0.7, start="prefix"),      # sampling from a random prefix
     dict(keep_failing=True, tau=3, p=0.3),
+    dict(start="item"),                                        # from a random item of the seed
 ])
 def test_all_runtimes_produce_the_same_dataset(kind, settings, engines, ml100k):
     ckpt, onnx = engines[kind if settings.get("sample_topk") else f"{kind}-greedy"]
@@ -174,6 +175,21 @@ def test_policy_invariants(engines, ml100k):
     keys = [s.tobytes() for s in res.synthetic.sequences]
     assert len(keys) == len(set(keys))                  # exact duplicates removed
     assert sum(res.stats["stop_reasons"].values()) == res.stats["trajectories"]
+
+
+def test_item_start_begins_at_an_item_of_the_seed_with_the_seed_unchanged_as_a_set(engines, ml100k):
+    _, onnx = engines["sasrec-greedy"]
+    train = ml100k.train_sequences()
+    plan = make_plan(ml100k, GenConfig(m=4, start="item", seed=3), 50)
+    for t in range(plan.n):
+        row = plan.seed_mat[plan.seed_of[t]]
+        seed = train[plan.seed_user[plan.seed_of[t]]][-50:]
+        assert sorted(row[row > 0].tolist()) == sorted(seed.tolist())   # a rotation of the seed
+        assert row[0] in seed and plan.prefix[t] == 1
+    res = run(onnx, "onnxruntime", ml100k, m=4, start="item", seed=3)
+    firsts = [seq[0] == train[u][0] for seq, u in zip(res.synthetic.sequences, res.synthetic.seed_user)]
+    assert all(seq[0] in train[u] for seq, u in zip(res.synthetic.sequences, res.synthetic.seed_user))
+    assert 0 < sum(firsts) < len(firsts) / 2          # most start elsewhere than the first item
 
 
 def test_exploit_only_stays_inside_the_seed(engines, ml100k):

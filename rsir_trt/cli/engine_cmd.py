@@ -53,7 +53,7 @@ def generate_cmd(
     tau: int = typer.Option(10, "--tau"), p: float = typer.Option(0.5, "--p"), m: int = typer.Option(5, "--m"),
     max_len: int = typer.Option(50, "--max-len"),
     keep_failing: bool = typer.Option(False, "--keep-failing", help="Keep the item before a failing check (authors' code)."),
-    start: str = typer.Option("first", "--start", help="first | prefix"),
+    start: str = typer.Option("first", "--start", help="first | prefix | item"),
     sample_topk: int = typer.Option(0, "--sample-topk", help="0 = greedy; k = top-k sampling."),
     temperature: float = typer.Option(1.0, "--temperature"),
     extra: Optional[Path] = typer.Option(None, "--extra", help="Synthetic rows from an earlier round (generate's output)."),

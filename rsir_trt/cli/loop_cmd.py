@@ -46,7 +46,7 @@ def loop_cmd(
     p: float = typer.Option(0.5, "--p"),
     m: int = typer.Option(5, "--m"),
     keep_failing: bool = typer.Option(False, "--keep-failing"),
-    start: str = typer.Option("first", "--start", help="first | prefix (a random proper prefix of the seed)."),
+    start: str = typer.Option("first", "--start", help="first | prefix (a random proper prefix of the seed) | item (a random item of the seed; beyond the paper)."),
     sample_topk: int = typer.Option(0, "--sample-topk"),
     temperature: float = typer.Option(1.0, "--temperature"),
     synthetic_seeds: bool = typer.Option(False, "--synthetic-seeds", help="Also seed from synthetic rows already in D_k."),
