@@ -63,7 +63,7 @@ class Plan:
     """Per trajectory: its seed, start prefix length and random draws for every step."""
     seed_mat: np.ndarray      # [rows, S] seed sequences, 0-padded (--start item: one rotation per start)
     seed_user: np.ndarray     # [rows] user index (provenance)
-    seed_of: np.ndarray       # [N] which seed
+    seed_of: np.ndarray       # [N] which seed_mat row
     prefix: np.ndarray        # [N] start length (1 = first item)
     u_pool: np.ndarray        # [N, max_len] exploit iff u < p
     u_sample: np.ndarray      # [N, max_len] inverse-CDF draw for sampling
