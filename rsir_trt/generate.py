@@ -96,17 +96,18 @@ def make_plan(data: SequenceData, cfg: GenConfig, S: int) -> Plan:
     if cfg.start == "item":  # a random item of the seed: start from its rotation (same item set)
         at = np.floor(rng.random(n) * seed_len[seed_of]).astype(np.int64)
         rows, seed_of = np.unique(seed_of * S + at, return_inverse=True)  # one row per (seed, item)
-        seed_mat, seed_user = rotate(seed_mat[rows // S], rows % S, seed_len[rows // S]), seed_user[rows // S]
+        src = rows // S
+        seed_mat, seed_user = rotate(seed_mat[src], rows % S, seed_len[src]), seed_user[src]
     prefix = np.clip(prefix, 1, max(cfg.max_len - 1, 1))  # room for at least one generated item
     u_pool = rng.random((n, cfg.max_len), dtype=np.float32)
     u_sample = rng.random((n, cfg.max_len), dtype=np.float32) if cfg.sample_topk else u_pool
-    return Plan(seed_mat, seed_user, seed_of.reshape(-1), prefix, u_pool, u_sample)
+    return Plan(seed_mat, seed_user, seed_of, prefix, u_pool, u_sample)
 
 
 def rotate(mat: np.ndarray, at: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Row r's first lengths[r] items rotated to begin at position at[r]; padding stays 0."""
     pos = np.arange(mat.shape[1])[None, :]
-    out = np.take_along_axis(mat, (at[:, None] + pos) % np.maximum(lengths, 1)[:, None], 1)
+    out = np.take_along_axis(mat, (at[:, None] + pos) % lengths[:, None], 1)  # make_plan keeps lengths >= 1
     return np.where(pos < lengths[:, None], out, 0)
 
 
