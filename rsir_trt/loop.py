@@ -250,8 +250,8 @@ class Run:
 def read_config(path: Path) -> LoopConfig:
     try:
         raw = json.loads(path.read_text())
-        if isinstance(raw.get("train"), dict):
-            raw["train"].setdefault("batching", "length")  # runs started before --batching existed
+        if isinstance(raw.get("train"), dict):  # fill in what runs started before an option existed
+            raw["train"] = {**asdict(TrainConfig(batching="length")), **raw["train"]}
         return LoopConfig(**raw)
     except (ValueError, TypeError, AttributeError) as e:
         raise RsirError(f"{path}: not a loop config ({e})") from None

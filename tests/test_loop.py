@@ -178,6 +178,7 @@ def test_a_run_from_before_batching_existed_resumes_only_with_length_batches(ref
     shutil.copytree(reference_run, run)
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["train"].pop("batching") == "random"                # the default now
+    assert cfg["train"].pop("lr_drops") == 0                       # nor --lr-drops: read as 0, its default
     (run / "config.json").write_text(json.dumps(cfg))              # as written before the option
     r = cli([*ARGS, "--out", str(run), "--resume"])
     assert r.returncode == 2 and "different settings (train)" in r.stderr, r.stderr

@@ -120,3 +120,97 @@ def test_a_killed_training_resumes_after_its_last_epoch_with_identical_results(t
     assert nothing.returncode != 0 and "nothing to resume" in nothing.stderr + nothing.stdout
     assert not (tmp_path / "none").exists()   # nothing created either
     assert "Traceback" not in nothing.stderr
+
+
+def scripted_validation(monkeypatch, scores):
+    """Validation NDCG@20 follows `scores`, one per epoch, so stalls fall where the test wants
+    them; the training itself is real."""
+    it = iter(scores)
+    monkeypatch.setattr(train_mod, "evaluate", lambda model, data, split: {"ndcg@20": next(it)})
+
+
+def first_users(data, n=64):
+    from rsir_trt.data import SequenceData
+    return SequenceData(data.name, data.users[:n], data.item_tokens, data.sequences[:n])
+
+
+@pytest.mark.parametrize("patience,scores,drops,lrs,best_epoch", [
+    # a stall after epoch 3 drops the rate; the second stall, with no drop left, stops
+    (1, [0.1, 0.2, 0.15, 0.25, 0.22, 0.3], 1, [1, 1, 1, 1 / 4, 1 / 4], 4),
+    (1, [0.1, 0.2, 0.15, 0.25, 0.22, 0.3], 0, [1, 1, 1], 2),
+    # the new rate gets its own `patience` epochs even when its first one is no best
+    (2, [0.1, 0.2, 0.15, 0.18, 0.19, 0.17, 0.3], 1, [1, 1, 1, 1, 1 / 4, 1 / 4], 2),
+    (1, [0.1, 0.05, 0.2, 0.1, 0.3, 0.2, 0.4], 2, [1, 1, 1 / 4, 1 / 4, 1 / 16, 1 / 16], 5),
+])
+def test_lr_drops_restart_from_the_best_weights_at_a_quarter_of_the_rate(ml100k, monkeypatch, patience, scores,
+                                                                         drops, lrs, best_epoch):
+    import copy
+    scripted_validation(monkeypatch, scores)
+    after_epoch, at_optimiser = {}, []
+    adam = torch.optim.Adam
+
+    def recording_adam(params, **kw):
+        params = list(params)
+        at_optimiser.append([p.detach().clone() for p in params])
+        return adam(params, **kw)
+    monkeypatch.setattr(torch.optim, "Adam", recording_adam)
+    model = create_model(ModelConfig(kind="sasrec", num_items=ml100k.num_items), seed=0)
+    result = train_mod.train(model, first_users(ml100k), TrainConfig(lr=1e-3, epochs=20, patience=patience, lr_drops=drops),
+                             progress=lambda epoch, *a: after_epoch.update({epoch: copy.deepcopy(list(model.parameters()))}))
+    assert [row["lr"] for row in result.history] == [1e-3 * f for f in lrs]
+    assert result.best_epoch == best_epoch and result.valid["ndcg@20"] == max(scores[: len(lrs)])
+    # each new rate starts from the weights of the best epoch so far
+    starts = [e for e in range(2, len(lrs) + 1) if lrs[e - 1] != lrs[e - 2]]
+    assert len(at_optimiser) == 1 + len(starts)
+    for e, params in zip(starts, at_optimiser[1:]):
+        best = max(range(1, e), key=lambda j: (scores[j - 1], -j))
+        assert all(torch.equal(a, b) for a, b in zip(params, after_epoch[best]))
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), after_epoch[best_epoch]))
+
+
+def test_a_training_killed_at_a_stall_resumes_through_the_lr_drop_bit_identically(ml100k, monkeypatch, tmp_path):
+    scores = [0.1, 0.2, 0.15, 0.25, 0.22]
+    cfg = TrainConfig(lr=1e-3, epochs=20, patience=1, lr_drops=1, seed=3)
+    data = first_users(ml100k)
+
+    def fresh():
+        return create_model(ModelConfig(kind="sasrec", num_items=ml100k.num_items), seed=0)
+
+    scripted_validation(monkeypatch, scores)
+    whole = fresh()
+    expected = train_mod.train(whole, data, cfg)
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_stall(epoch, *args):
+        if epoch == 3:   # its snapshot is written; the drop has not happened yet
+            raise Killed
+    snapshot = tmp_path / "state.pt"
+    scripted_validation(monkeypatch, scores)
+    with pytest.raises(Killed):
+        train_mod.train(fresh(), data, cfg, progress=kill_at_stall, snapshot=snapshot)
+    scripted_validation(monkeypatch, scores[3:])
+    resumed = fresh()
+    result = train_mod.train(resumed, data, cfg, snapshot=snapshot)
+
+    def timeless(history):
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+    assert timeless(result.history) == timeless(expected.history)
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
+
+
+def test_a_snapshot_from_before_lr_drops_still_resumes(ml100k, tmp_path):
+    data = first_users(ml100k)
+    model = create_model(ModelConfig(kind="sasrec", num_items=ml100k.num_items), seed=0)
+    snapshot = tmp_path / "state.pt"
+    train_mod.train(model, data, TrainConfig(epochs=1, patience=5), snapshot=snapshot)
+    state = torch.load(snapshot, weights_only=True)
+    del state["config"]["lr_drops"]
+    state["config"]["epochs"] = 2
+    for row in state["history"]:
+        del row["lr"]
+    torch.save(state, snapshot)
+    cfg = TrainConfig(epochs=2, patience=5)
+    result = train_mod.train(model, data, cfg, snapshot=snapshot)
+    assert [row["epoch"] for row in result.history] == [1, 2] and result.history[1]["lr"] == cfg.lr

@@ -25,6 +25,15 @@ LayoutOpt = typer.Option("recbole", "--layout", help="SASRec block layout: recbo
                          "original code's: pre-LN, embeddings x sqrt(d), a final LayerNorm).")
 BatchingOpt = typer.Option("random", "--batching", help="random | length (batches of similar lengths: "
                            "less padding, lower accuracy; the default before 2026-11-24).")
+LrDropsOpt = typer.Option(0, "--lr-drops", help="After validation stalls for --patience epochs, go on from the best "
+                          "weights at a quarter of the learning rate (fresh Adam); this many times. --epochs caps "
+                          "all stages together.")
+
+
+def epoch_line(epoch: int, loss: float, row: dict, is_best: bool, lr: float) -> str:
+    """One epoch's progress; the learning rate is named once --lr-drops has lowered it from `lr`."""
+    lowered = f" lr {row['lr']:g}" if row.get("lr", lr) != lr else ""
+    return f"epoch {epoch} loss {loss:.3f} valid ndcg@20 {row['ndcg@20']:.4f}{'*' if is_best else ''}{lowered}"
 
 
 def metrics_table(title: str, rows: dict[str, dict], keys=("recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr")) -> Table:

@@ -13,7 +13,7 @@ from ..errors import RsirError
 from ..generate import GenConfig
 from ..report import markdown, users_markdown
 from ..system import cpu_threads
-from .common import BatchingOpt, DataOpt, LayoutOpt, console
+from .common import BatchingOpt, DataOpt, LayoutOpt, LrDropsOpt, console, epoch_line
 
 if TYPE_CHECKING:   # torch: the commands import it when they run
     from ..loop import LoopConfig
@@ -41,6 +41,7 @@ def loop_cmd(
     batching: str = BatchingOpt,
     epochs: int = typer.Option(50, "--epochs", help="Per model; the loop trains K+1 of them."),
     patience: int = typer.Option(5, "--patience"),
+    lr_drops: int = LrDropsOpt,
     loss: str = typer.Option("sampled", "--loss", help="sampled: 256 uniform negatives, the paper's protocol | ce: full softmax, a stronger baseline (RSIR helped it less here)."),
     tau: int = typer.Option(10, "--tau", help="Fidelity rank threshold (vocabulary size = no check)."),
     p: float = typer.Option(0.5, "--p"),
@@ -75,7 +76,7 @@ def loop_cmd(
     cfg = LoopConfig(data=data, iterations=iterations, teacher=teacher, student=student or teacher,
                      finetune=finetune, stop_early=stop_early, backend=backend, max_len=max_len, dim=dim,
                      dropout=dropout, layout=layout, seed=seed,
-                     train=TrainConfig(loss=loss, lr=lr, weight_decay=weight_decay, batch_size=batch_size, epochs=epochs, patience=patience,
+                     train=TrainConfig(loss=loss, lr=lr, weight_decay=weight_decay, batch_size=batch_size, epochs=epochs, patience=patience, lr_drops=lr_drops,
                                          batching=batching).__dict__,
                      gen=GenConfig(tau=tau, p=p, m=m, max_len=max_len, keep_failing=keep_failing, start=start,
                                    sample_topk=sample_topk, temperature=temperature, synthetic_seeds=synthetic_seeds,
@@ -96,8 +97,8 @@ def loop_cmd(
             bar.console.print(msg)
             bar.update(task, description=msg, completed=0, info="")
 
-        def progress(epoch, loss_, valid, is_best):
-            info = f"epoch {epoch} loss {loss_:.3f} valid ndcg@20 {valid['ndcg@20']:.4f}{'*' if is_best else ''}"
+        def progress(epoch, loss_, row, is_best):
+            info = epoch_line(epoch, loss_, row, is_best, cfg.train["lr"])
             bar.update(task, info=info)
             if not console.is_terminal:
                 console.print(info)

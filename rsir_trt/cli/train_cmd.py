@@ -12,7 +12,7 @@ from ..atomic import write_json
 from ..data import check_trained_on, identity, open_dataset
 from ..errors import RsirError
 from ..system import machine
-from .common import BatchingOpt, DataOpt, FormatOpt, KcoreOpt, LayoutOpt, MaxLenOpt, console, metrics_table, out_dir
+from .common import BatchingOpt, DataOpt, FormatOpt, KcoreOpt, LayoutOpt, LrDropsOpt, MaxLenOpt, console, epoch_line, metrics_table, out_dir
 
 if TYPE_CHECKING:   # torch: the commands import it when they run
     from ..train import TrainConfig
@@ -25,8 +25,8 @@ def fit(model, data, cfg: TrainConfig, title: str, quiet: bool = False, snapshot
                   TimeElapsedColumn(), console=console, disable=quiet, transient=False) as bar:
         task = bar.add_task(title, total=cfg.epochs, info="")
 
-        def progress(epoch, loss, valid, is_best):
-            info = f"epoch {epoch} loss {loss:.4f} valid ndcg@20 {valid['ndcg@20']:.4f}{'*' if is_best else ''}"
+        def progress(epoch, loss, row, is_best):
+            info = epoch_line(epoch, loss, row, is_best, cfg.lr)
             bar.update(task, completed=epoch, info=info)
             if not console.is_terminal and not quiet:  # logs of background runs get one line per epoch
                 console.print(info)
@@ -55,6 +55,7 @@ def train_cmd(
     batching: str = BatchingOpt,
     epochs: int = typer.Option(200, "--epochs"),
     patience: int = typer.Option(10, "--patience"),
+    lr_drops: int = LrDropsOpt,
     seed: int = typer.Option(0, "--seed"),
     resume: bool = typer.Option(False, "--resume", help="Continue a killed training after its last finished epoch."),
 ):
@@ -65,7 +66,7 @@ def train_cmd(
     from ..train import TrainConfig
     ds = open_dataset(data, fmt, max_len=max_len, k_core=kcore)
     cfg = TrainConfig(loss=loss, negatives=negatives, lr=lr, weight_decay=weight_decay, batch_size=batch_size, epochs=epochs,
-                      patience=patience, seed=seed, batching=batching)
+                      patience=patience, lr_drops=lr_drops, seed=seed, batching=batching)
     mcfg = ModelConfig(kind=model, num_items=ds.num_items, max_len=max_len, dim=dim, layers=layers,
                        heads=heads, ffn_mult=ffn_mult, dropout=dropout, attn_dropout=dropout, layout=layout)
     net = create_model(mcfg, seed=seed)  # bad model settings fail before --out is created
