@@ -197,7 +197,7 @@ def train(model, data: SequenceData, cfg: TrainConfig, progress=None, log=None, 
     if saved:
         best, best_epoch, best_state, history, done_before = (saved["best"], saved["best_epoch"], saved["best_state"],
                                                               saved["history"], saved["seconds"])
-    drops = len({row.get("lr", cfg.lr) for row in history}) - 1 if history else 0
+    drops = len({cfg.lr, *(row.get("lr", cfg.lr) for row in history)}) - 1   # rates seen so far
     lr = cfg.lr / LR_DROP ** drops
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
     if saved:
