@@ -10,7 +10,11 @@ repeated the first to every printed digit (Beauty seeds 3-5) is the same loop; o
 shares the first's iteration 0 and then drifts (Beauty seeds 0-2, across host types) is no
 independent draw of the seed either, so a seed's loops are averaged before pooling.
 
-    python benchmarks/pool_seeds.py sports|beauty [docs/experiments.md]"""
+`sports-drops` / `beauty-drops` pool the loops run with `--lr-drops 1` (rows labelled by their
+run directory, `sports-drops-sN`) the same way, then set them against the same seeds' loops
+without the option: each model trained out against the constant-rate one it replaces.
+
+    python benchmarks/pool_seeds.py sports|beauty|sports-drops|beauty-drops [docs/experiments.md]"""
 from __future__ import annotations
 
 import re
@@ -44,6 +48,8 @@ BEAUTY = [
     *((s, "### Session 34 ", [f"Beauty s{s}"] * 4) for s in (7, 8, 9, 10)),
 ]
 SPORTS_ROW = re.compile(r"Sports s(\d+)$")  # keyed rows only: ablations name themselves otherwise
+DROPS_ROW = re.compile(r"(sports|beauty)-drops-s(\d+)$")
+DATASETS = ("sports", "beauty", "sports-drops", "beauty-drops")
 
 
 def read_rows(path: Path) -> dict[tuple[str, str, int], tuple[float, ...]]:
@@ -69,6 +75,11 @@ def loops_of(data: str, rows) -> dict[int, list[np.ndarray]]:
     """seed -> its loops, each a 4 x 5 array (iterations 0..3; R@10, N@10, own ΔR@10, own ΔN@10,
     valid N@20)."""
     seeds: dict[int, list[np.ndarray]] = {}
+    if data.endswith("-drops"):
+        for (section, label, it), _ in rows.items():
+            if it == 0 and (m := DROPS_ROW.match(label)) and data == f"{m[1]}-drops":
+                seeds.setdefault(int(m[2]), []).append(np.array([rows[(section, label, k)] for k in range(4)]))
+        return seeds
     if data == "sports":
         for (section, label, it), _ in rows.items():
             if it == 0 and (m := SPORTS_ROW.match(label)):
@@ -80,8 +91,27 @@ def loops_of(data: str, rows) -> dict[int, list[np.ndarray]]:
     return seeds
 
 
+def per_seed_means(seeds: dict[int, list[np.ndarray]]) -> dict[int, np.ndarray]:
+    return {s: np.mean([x for i, x in enumerate(loops) if not any(np.array_equal(x, y) for y in loops[:i])], axis=0)
+            for s, loops in seeds.items()}
+
+
+def against_constant_rate(data: str, rows, drops: dict[int, np.ndarray]) -> None:
+    """The same seeds with and without `--lr-drops`: test R@10 from the tables' 4-digit values."""
+    plain = per_seed_means(loops_of(data.removesuffix("-drops"), rows))
+    common = sorted(set(drops) & set(plain))
+    for label, a, b in (("iteration 0 with drops over iteration 0 without", lambda s: drops[s][0, 0], lambda s: plain[s][0, 0]),
+                        ("round 3 with drops over round 3 without", lambda s: drops[s][3, 0], lambda s: plain[s][3, 0]),
+                        ("round 3 with drops over iteration 0 without", lambda s: drops[s][3, 0], lambda s: plain[s][0, 0])):
+        change = [100 * (a(s) / b(s) - 1) for s in common]
+        m, h = paired_interval(change)
+        print(f"{label}, seeds {common}: R@10 {m:+.1f}% [{m - h:+.1f}, {m + h:+.1f}] "
+              f"({', '.join(f'{c:+.1f}' for c in change)})")
+
+
 def main(data: str, path: Path) -> None:
-    seeds = loops_of(data, read_rows(path))
+    rows = read_rows(path)
+    seeds = loops_of(data, rows)
     per_seed, distinct_loops = {}, {}
     for seed, loops in sorted(seeds.items()):
         distinct = [x for i, x in enumerate(loops) if not any(np.array_equal(x, y) for y in loops[:i])]
@@ -115,9 +145,11 @@ def main(data: str, path: Path) -> None:
     print(f"round 3 R@10 against iteration 0 over seeds: r = {np.corrcoef(r0, value[:, 3, 0])[0, 1]:.2f}; "
           f"loops' rounds below their own iteration 0: "
           f"{[(s, it) for s in order for x in distinct_loops[s] for it in (1, 2, 3) if x[it, 0] < x[0, 0]]}")
+    if data.endswith("-drops"):
+        against_constant_rate(data, rows, per_seed)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2 or sys.argv[1] not in ("sports", "beauty"):
-        sys.exit("usage: python benchmarks/pool_seeds.py sports|beauty [docs/experiments.md]")
+    if len(sys.argv) < 2 or sys.argv[1] not in DATASETS:
+        sys.exit(f"usage: python benchmarks/pool_seeds.py {'|'.join(DATASETS)} [docs/experiments.md]")
     main(sys.argv[1], Path(sys.argv[2] if len(sys.argv) > 2 else "docs/experiments.md"))
