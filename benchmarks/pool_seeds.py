@@ -91,22 +91,21 @@ def loops_of(data: str, rows) -> dict[int, list[np.ndarray]]:
     return seeds
 
 
-def per_seed_means(seeds: dict[int, list[np.ndarray]]) -> dict[int, np.ndarray]:
-    return {s: np.mean([x for i, x in enumerate(loops) if not any(np.array_equal(x, y) for y in loops[:i])], axis=0)
-            for s, loops in seeds.items()}
+def distinct(loops: list[np.ndarray]) -> list[np.ndarray]:
+    """A seed's loops less exact repeats (a rerun that matched the first to every digit)."""
+    return [x for i, x in enumerate(loops) if not any(np.array_equal(x, y) for y in loops[:i])]
 
 
 def against_constant_rate(data: str, rows, drops: dict[int, np.ndarray]) -> None:
     """The same seeds with and without `--lr-drops`: test R@10 from the tables' 4-digit values."""
-    plain = per_seed_means(loops_of(data.removesuffix("-drops"), rows))
+    plain = {s: np.mean(distinct(loops), axis=0) for s, loops in loops_of(data.removesuffix("-drops"), rows).items()}
     common = sorted(set(drops) & set(plain))
-    for label, a, b in (("iteration 0 with drops over iteration 0 without", lambda s: drops[s][0, 0], lambda s: plain[s][0, 0]),
-                        ("round 3 with drops over round 3 without", lambda s: drops[s][3, 0], lambda s: plain[s][3, 0]),
-                        ("round 3 with drops over iteration 0 without", lambda s: drops[s][3, 0], lambda s: plain[s][0, 0])):
-        change = [100 * (a(s) / b(s) - 1) for s in common]
+    for with_it, without_it in ((0, 0), (3, 3), (3, 0)):
+        change = [100 * (drops[s][with_it, 0] / plain[s][without_it, 0] - 1) for s in common]
         m, h = paired_interval(change)
-        print(f"{label}, seeds {common}: R@10 {m:+.1f}% [{m - h:+.1f}, {m + h:+.1f}] "
-              f"({', '.join(f'{c:+.1f}' for c in change)})")
+        print(f"{'iteration 0' if with_it == 0 else 'round 3'} with drops over "
+              f"{'iteration 0' if without_it == 0 else 'round 3'} without, seeds {common}: "
+              f"R@10 {m:+.1f}% [{m - h:+.1f}, {m + h:+.1f}] ({', '.join(f'{c:+.1f}' for c in change)})")
 
 
 def main(data: str, path: Path) -> None:
@@ -114,13 +113,12 @@ def main(data: str, path: Path) -> None:
     seeds = loops_of(data, rows)
     per_seed, distinct_loops = {}, {}
     for seed, loops in sorted(seeds.items()):
-        distinct = [x for i, x in enumerate(loops) if not any(np.array_equal(x, y) for y in loops[:i])]
-        distinct_loops[seed] = distinct
+        distinct_loops[seed] = distinct(loops)
         if len(loops) > 1:
-            print(f"seed {seed}: {len(loops)} loops, {len(distinct)} distinct"
-                  + ("" if len(distinct) == 1 else ", averaged: own R@10 by round 3 "
-                     + ", ".join(f"{x[3, 2]:+.1f}%" for x in distinct)))
-        per_seed[seed] = np.mean(distinct, axis=0)   # a seed's loops averaged, own changes included
+            print(f"seed {seed}: {len(loops)} loops, {len(distinct_loops[seed])} distinct"
+                  + ("" if len(distinct_loops[seed]) == 1 else ", averaged: own R@10 by round 3 "
+                     + ", ".join(f"{x[3, 2]:+.1f}%" for x in distinct_loops[seed])))
+        per_seed[seed] = np.mean(distinct_loops[seed], axis=0)   # a seed's loops averaged, own changes included
     order = sorted(per_seed)
     value = np.array([per_seed[s][:, :2] for s in order])   # seeds x iterations x (R@10, N@10)
     own = np.array([per_seed[s][:, 2:] for s in order])
