@@ -96,15 +96,20 @@ def distinct(loops: list[np.ndarray]) -> list[np.ndarray]:
     return [x for i, x in enumerate(loops) if not any(np.array_equal(x, y) for y in loops[:i])]
 
 
+def seed_mean(loops: list[np.ndarray]) -> np.ndarray:
+    """A seed's distinct loops averaged, own changes included."""
+    return np.mean(distinct(loops), axis=0)
+
+
 def against_constant_rate(data: str, rows, drops: dict[int, np.ndarray]) -> None:
     """The same seeds with and without `--lr-drops`: test R@10 from the tables' 4-digit values."""
-    plain = {s: np.mean(distinct(loops), axis=0) for s, loops in loops_of(data.removesuffix("-drops"), rows).items()}
+    plain = {s: seed_mean(loops) for s, loops in loops_of(data.removesuffix("-drops"), rows).items()}
     common = sorted(set(drops) & set(plain))
+    name = {0: "iteration 0", 3: "round 3"}
     for with_it, without_it in ((0, 0), (3, 3), (3, 0)):
         change = [100 * (drops[s][with_it, 0] / plain[s][without_it, 0] - 1) for s in common]
         m, h = paired_interval(change)
-        print(f"{'iteration 0' if with_it == 0 else 'round 3'} with drops over "
-              f"{'iteration 0' if without_it == 0 else 'round 3'} without, seeds {common}: "
+        print(f"{name[with_it]} with drops over {name[without_it]} without, seeds {common}: "
               f"R@10 {m:+.1f}% [{m - h:+.1f}, {m + h:+.1f}] ({', '.join(f'{c:+.1f}' for c in change)})")
 
 
@@ -113,12 +118,12 @@ def main(data: str, path: Path) -> None:
     seeds = loops_of(data, rows)
     per_seed, distinct_loops = {}, {}
     for seed, loops in sorted(seeds.items()):
-        distinct_loops[seed] = distinct(loops)
+        unique = distinct_loops[seed] = distinct(loops)
         if len(loops) > 1:
-            print(f"seed {seed}: {len(loops)} loops, {len(distinct_loops[seed])} distinct"
-                  + ("" if len(distinct_loops[seed]) == 1 else ", averaged: own R@10 by round 3 "
-                     + ", ".join(f"{x[3, 2]:+.1f}%" for x in distinct_loops[seed])))
-        per_seed[seed] = np.mean(distinct_loops[seed], axis=0)   # a seed's loops averaged, own changes included
+            print(f"seed {seed}: {len(loops)} loops, {len(unique)} distinct"
+                  + ("" if len(unique) == 1 else ", averaged: own R@10 by round 3 "
+                     + ", ".join(f"{x[3, 2]:+.1f}%" for x in unique)))
+        per_seed[seed] = seed_mean(loops)
     order = sorted(per_seed)
     value = np.array([per_seed[s][:, :2] for s in order])   # seeds x iterations x (R@10, N@10)
     own = np.array([per_seed[s][:, 2:] for s in order])
