@@ -3,6 +3,7 @@ mapping, and how they were trained."""
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from pathlib import Path
 
 import torch
@@ -38,6 +39,9 @@ def load(path) -> dict:
         path = path / "model.pt"
     if not path.is_file():
         raise RsirError(f"{path}: no such checkpoint")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip; say so plainly, not torch's hint
+        raise RsirError(f"{path}: not a readable rsir-trt checkpoint (not a PyTorch zip archive, or "
+                        "truncated; engines end in .onnx or .plan)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch.load raises many types for garbage (even IndexError)

@@ -257,16 +257,28 @@ def read_config(path: Path) -> LoopConfig:
         raise RsirError(f"{path}: not a loop config ({e})") from None
 
 
+def setting_diff(old: dict, new: dict, prefix: str = "") -> str:
+    """'gen.tau 10 -> 5, seed 0 -> 1': every leaf setting that differs, so the user sees
+    which option to change, not just which section."""
+    out = []
+    for k in sorted(old.keys() | new.keys()):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [d for d in [setting_diff(a, b, f"{prefix}{k}.")] if d]
+        elif a != b:
+            out.append(f"{prefix}{k} {a} -> {b}")
+    return ", ".join(out)
+
+
 def branch_kinds(cfg: LoopConfig, source: Path) -> list[str]:
     """The iteration-0 models of `source` this run can reuse: same data and training
     settings, so ablations (tau, p, m, teacher, ...) start from the very same baseline."""
     src_cfg = source / "config.json"
     if not src_cfg.exists():
         raise RsirError(f"--branch-from {source}: not a run directory (no config.json)")
-    old = read_config(src_cfg).baseline()
-    diff = sorted(k for k, v in cfg.baseline().items() if old.get(k) != v)
+    diff = setting_diff(read_config(src_cfg).baseline(), cfg.baseline())
     if diff:
-        raise RsirError(f"--branch-from {source}: its iteration 0 was trained with different settings ({', '.join(diff)})")
+        raise RsirError(f"--branch-from {source}: its iteration 0 was trained with different settings ({diff})")
     src_done = finished_steps(source)
     wanted = list(dict.fromkeys([cfg.teacher, cfg.student]))
     kinds = [k for k in wanted if f"iter0/train-{k}" in src_done]
@@ -307,9 +319,9 @@ def start_run(root: Path, cfg: LoopConfig, resume: bool, branch_from: Path | Non
         old_cfg = read_config(cfg_path)
         if not resume:
             raise RsirError(f"{root}: run directory exists; pass --resume to continue it, or choose another --out")
-        if old_cfg.comparable() != cfg.comparable():
-            diff = sorted(k for k, v in cfg.comparable().items() if old_cfg.comparable().get(k) != v)
-            raise RsirError(f"{root}: --resume with different settings ({', '.join(diff)}) than the run was started with")
+        diff = setting_diff(old_cfg.comparable(), cfg.comparable())
+        if diff:
+            raise RsirError(f"{root}: --resume with different settings ({diff}) than the run was started with")
         if data is not None:
             check_run_data(root, cfg, data, "resume it with the data it was started with")
     elif resume:

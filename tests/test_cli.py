@@ -153,7 +153,7 @@ def test_existing_run_needs_resume_and_same_settings(tmp_path, capsys):
     assert main(["loop", "--iterations", "1", "--epochs", "1", "--m", "1", "--out", str(run)]) == 2
     assert "pass --resume" in capsys.readouterr().err
     assert main(["loop", "--iterations", "1", "--epochs", "1", "--m", "2", "--out", str(run), "--resume"]) == 2
-    assert "different settings (gen)" in capsys.readouterr().err
+    assert "different settings (gen.m 1 -> 2)" in capsys.readouterr().err
 
 
 def test_default_outputs_are_made_in_a_fresh_checkout(tmp_path, monkeypatch, capsys):

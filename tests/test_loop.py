@@ -181,7 +181,7 @@ def test_a_run_from_before_batching_existed_resumes_only_with_length_batches(ref
     assert cfg["train"].pop("lr_drops") == 0                       # nor --lr-drops: read as 0, its default
     (run / "config.json").write_text(json.dumps(cfg))              # as written before the option
     r = cli([*ARGS, "--out", str(run), "--resume"])
-    assert r.returncode == 2 and "different settings (train)" in r.stderr, r.stderr
+    assert r.returncode == 2 and "different settings (train.batching length -> random)" in r.stderr, r.stderr
     r = cli([*ARGS, "--out", str(run), "--resume", "--batching", "length"])
     assert r.returncode == 0, r.stderr
 
