@@ -241,6 +241,8 @@ def test_bench_runs_and_writes_json_and_plot(tmp_path, capsys):
     ("bench --runtimes tvm", r"--runtimes: unknown 'tvm'"),
     ("bench --device cuda", r"--device cuda: not available here"),
     ("bench --gen-repeats 0", r"--gen-repeats must be >= 1, got 0"),
+    ("bench --warmup -1", r"--warmup must be >= 0, got -1"),
+    ("bench --layers 0", r"--layers must be >= 1, got 0"),
     ("bench --ckpt {ckpt} --data {other} --batch 2", r"--data .*other.txt: the model was trained on ml-100k"),
 ])
 def test_bench_bad_input(argv, message, sasrec_ckpt, tmp_path, capsys):

@@ -48,9 +48,13 @@ def bench_cmd(
     if bad:
         raise RsirError(f"--runtimes: unknown {bad[0]!r} (choose from {', '.join(RUNTIMES)})")
     batches = parse_ints(batch, "--batch")
-    for name, v in (("--steps", steps), ("--vocab", vocab), ("--s-max", s_max), ("--m", m), ("--gen-repeats", gen_repeats)):
+    for name, v in (("--steps", steps), ("--vocab", vocab), ("--dim", dim), ("--layers", layers), ("--s-max", s_max),
+                    ("--m", m), ("--gen-repeats", gen_repeats)):
         if v < 1:
             raise RsirError(f"{name} must be >= 1, got {v}")
+    for name, v in (("--warmup", warmup), ("--gen-seeds", gen_seeds)):
+        if v < 0:
+            raise RsirError(f"{name} must be >= 0, got {v}")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
