@@ -31,7 +31,7 @@ from .data import SequenceData, Synthetic, check_trained_on, identity, write_syn
 from .errors import RsirError
 from .evaluate import rank_users
 from .generate import GenConfig, generate
-from .models import LAYOUTS, ModelConfig, create_model
+from .models import LAYOUTS, ModelConfig, check_config, create_model
 from .report import SELECT_BY
 from .system import machine, machine_change
 from .train import TrainConfig, train
@@ -62,9 +62,16 @@ class LoopConfig:
             raise RsirError(f"--iterations must be >= 1, got {self.iterations}")
         if self.layout not in LAYOUTS:
             raise RsirError(f"--layout: {self.layout!r} is not one of {', '.join(LAYOUTS)}")
+        for kind, option in ((self.teacher, "--teacher"), (self.student, "--student")):
+            check_config(self.model_config(kind, num_items=1), kind_option=option)
         TrainConfig(**self.train).check()
         GenConfig(**self.gen).check()
         AcquireConfig(**self.acquire).check()
+
+    def model_config(self, kind: str, num_items: int) -> ModelConfig:
+        return ModelConfig(kind=kind, num_items=num_items, max_len=self.max_len, dim=self.dim,
+                           layers=self.layers, heads=self.heads, dropout=self.dropout, attn_dropout=self.dropout,
+                           layout=self.layout if kind == "sasrec" else LAYOUTS[0])  # GRU4Rec has no layout
 
     def comparable(self) -> dict:
         """What must match to resume (the iteration count may grow; the generation batch
@@ -125,10 +132,7 @@ class Run:
         return data
 
     def model_config(self, kind: str) -> ModelConfig:
-        c = self.cfg
-        return ModelConfig(kind=kind, num_items=self.base.num_items, max_len=c.max_len, dim=c.dim,
-                           layers=c.layers, heads=c.heads, dropout=c.dropout, attn_dropout=c.dropout,
-                           layout=c.layout if kind == "sasrec" else LAYOUTS[0])  # GRU4Rec has no layout
+        return self.cfg.model_config(kind, self.base.num_items)
 
     # --- steps -------------------------------------------------------------------
     def train_step(self, k: int, kind: str, data: SequenceData) -> None:

@@ -120,6 +120,9 @@ CASES = [
     ("loop-seeds-one", "loop --seeds 3 --out {o}", r"--seeds: give two or more different seeds"),
     ("loop-seeds-jobs", "loop --seeds 1,2 --jobs 0 --out {o}", r"--jobs must be >= 1"),
     ("loop-seed-and-seeds", "loop --seed 5 --seeds 1,2 --out {o}", r"--seed and --seeds: give one"),
+    ("loop-teacher", "loop --teacher sasrec2 --out {o}", r"--teacher: unknown model 'sasrec2'"),
+    ("loop-student", "loop --teacher gru4rec --student hstu --out {o}", r"--student: unknown model 'hstu'"),
+    ("loop-heads", "loop --dim 7 --out {o}", r"--dim 7 is not divisible by --heads 2"),
     ("loop-out-under-file", "loop --out {d}/a_file/run", r"--out .*a_file/run: cannot create .*Not a directory"),
 ]
 
@@ -137,7 +140,7 @@ def test_bad_input_is_one_clear_line(name, argv, message, files, sasrec_ckpt, tm
     import re
     assert re.search(message, lines[0]), lines[0]
     assert not out.exists() or not any(out.iterdir()) if out.is_dir() else not out.exists()
-    if name.startswith("train-") and name != "train-diverges" and "--out {o}" in argv:
+    if name.startswith(("train-", "loop-")) and name != "train-diverges" and "--out {o}" in argv:
         assert not out.exists()   # settings are checked before the run directory is made
     assert sorted(p.name for p in files.iterdir()) == before   # nothing written beside the inputs
 

@@ -12,10 +12,10 @@ from .sasrec import LAYOUTS, SASRec
 MODELS = {"sasrec": SASRec, "gru4rec": GRU4Rec}
 
 
-def create_model(config: ModelConfig, seed: int | None = None):
-    """A freshly initialised model; with `seed`, the initialisation is reproducible."""
+def check_config(config: ModelConfig, kind_option: str = "--model") -> None:
+    """Bad options fail here, before any work (the loop checks before making its run directory)."""
     if config.kind not in MODELS:
-        raise RsirError(f"--model: unknown model {config.kind!r} (choose from {', '.join(MODELS)})")
+        raise RsirError(f"{kind_option}: unknown model {config.kind!r} (choose from {', '.join(MODELS)})")
     for name in ("dim", "layers", "heads", "ffn_mult"):
         if getattr(config, name) < 1:
             raise RsirError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(config, name)}")
@@ -27,10 +27,15 @@ def create_model(config: ModelConfig, seed: int | None = None):
         raise RsirError(f"--layout {config.layout} applies to SASRec only, not {config.kind}")
     if config.kind == "sasrec" and config.dim % config.heads:
         raise RsirError(f"--dim {config.dim} is not divisible by --heads {config.heads}")
+
+
+def create_model(config: ModelConfig, seed: int | None = None):
+    """A freshly initialised model; with `seed`, the initialisation is reproducible."""
+    check_config(config)
     if seed is not None:
         import torch
         torch.manual_seed(seed)
     return MODELS[config.kind](config)
 
 
-__all__ = ["LAYOUTS", "MODELS", "ModelConfig", "create_model", "GRU4Rec", "SASRec"]
+__all__ = ["LAYOUTS", "MODELS", "ModelConfig", "check_config", "create_model", "GRU4Rec", "SASRec"]
