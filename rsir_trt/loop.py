@@ -268,7 +268,9 @@ def setting_diff(old: dict, new: dict, prefix: str = "") -> str:
     for k in sorted(old.keys() | new.keys()):
         a, b = old.get(k), new.get(k)
         if isinstance(a, dict) and isinstance(b, dict):
-            out += [d for d in [setting_diff(a, b, f"{prefix}{k}.")] if d]
+            inner = setting_diff(a, b, f"{prefix}{k}.")
+            if inner:
+                out.append(inner)
         elif a != b:
             out.append(f"{prefix}{k} {a} -> {b}")
     return ", ".join(out)
