@@ -84,6 +84,7 @@ class LoopConfig:
     def baseline(self) -> dict:
         """What determines the iteration-0 models: runs that agree here share them."""
         d = asdict(self)
+        d["train"] = {k: v for k, v in d["train"].items() if k != "synthetic_weight"}   # iteration 0 has no synthetic rows
         return {k: d[k] for k in ("data", "max_len", "dim", "layers", "heads", "dropout", "layout", "train", "seed")}
 
 

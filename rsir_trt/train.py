@@ -39,6 +39,7 @@ class TrainConfig:
     metric: str = "ndcg@20"    # validation metric for early stopping / model selection
     batching: str = "random"   # random | length: batches of similar lengths (see batches())
     lr_drops: int = 0          # restarts from the best weights at lr / LR_DROP after a stall (see train())
+    synthetic_weight: float = 1.0   # loss weight of a synthetic row's positions (a real row's: 1)
 
     def check(self) -> None:
         if self.loss not in ("ce", "sampled"):
@@ -56,6 +57,8 @@ class TrainConfig:
             raise RsirError(f"--lr must be > 0, got {self.lr}")
         if not self.weight_decay >= 0:
             raise RsirError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        if not 0 < self.synthetic_weight < float("inf"):
+            raise RsirError(f"--synthetic-weight must be > 0, got {self.synthetic_weight}")
 
 
 @dataclass
@@ -72,7 +75,14 @@ class TrainResult:
 
 def batches(seqs: list[np.ndarray], batch_size: int, gen: torch.Generator, batching: str = "random",
             bucket: int = 50):
-    """Shuffled batches, each padded to its own longest sequence.
+    """Shuffled batches, each padded to its own longest sequence (see batch_rows)."""
+    for rows in batch_rows(seqs, batch_size, gen, batching, bucket):
+        yield pad([seqs[i] for i in rows])
+
+
+def batch_rows(seqs: list[np.ndarray], batch_size: int, gen: torch.Generator, batching: str = "random",
+               bucket: int = 50):
+    """The indices of each shuffled batch.
 
     "length" sorts within chunks of `bucket` batches by length (5x less padding on Amazon
     data), but then a batch of short sequences gets as large an Adam step as one of long
@@ -84,7 +94,7 @@ def batches(seqs: list[np.ndarray], batch_size: int, gen: torch.Generator, batch
     order = torch.randperm(len(seqs), generator=gen).numpy()
     if batching == "random":
         for start in range(0, len(order), batch_size):
-            yield pad([seqs[i] for i in order[start : start + batch_size]])
+            yield order[start : start + batch_size]
         return
     lengths = np.array([len(s) for s in seqs])
     chunk = batch_size * bucket
@@ -94,7 +104,7 @@ def batches(seqs: list[np.ndarray], batch_size: int, gen: torch.Generator, batch
         part = part[np.argsort(lengths[part], kind="stable")]
         groups += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
     for j in torch.randperm(len(groups), generator=gen).tolist():
-        yield pad([seqs[i] for i in groups[j]])
+        yield groups[j]
 
 
 def halving(n: int, parts: int) -> list[int]:
@@ -108,32 +118,40 @@ def halving(n: int, parts: int) -> list[int]:
     return sizes + [rest]
 
 
-def encode_real(model, inputs: torch.Tensor, targets: torch.Tensor, parts: int):
-    """Hidden states and targets at the real positions, [N, D] and [N].
+def encode_real(model, inputs: torch.Tensor, targets: torch.Tensor, parts: int, weights: torch.Tensor | None = None):
+    """Hidden states, targets and (given one weight per row) weights at the real
+    positions, [N, D], [N] and [N] or None.
 
     With parts > 1 the rows are encoded in that many groups of similar length, each cut
     to its own longest row: the encoders are causal and the rows right-padded, so the
     cut changes nothing, and a random batch (mixed lengths) then costs about what a
     length-sorted one does. Rows come out in length order; the losses are means."""
+    at = None if weights is None else weights[:, None].expand(targets.shape)
     if parts == 1:
-        return model.encode(inputs)[targets > 0], targets[targets > 0]
+        real = targets > 0
+        return model.encode(inputs)[real], targets[real], None if at is None else at[real]
     lengths = (targets > 0).sum(1)
-    hs, ts = [], []
+    hs, ts, ws = [], [], []
     for rows in torch.argsort(lengths, stable=True).split(halving(len(inputs), parts)):
         cut = int(lengths[rows].max())
         x, t = inputs[rows, :cut], targets[rows, :cut]
         hs.append(model.encode(x)[t > 0])
         ts.append(t[t > 0])
-    return torch.cat(hs), torch.cat(ts)
+        if at is not None:
+            ws.append(at[rows, :cut][t > 0])
+    return torch.cat(hs), torch.cat(ts), torch.cat(ws) if ws else None
 
 
-def next_item_loss(model, batch: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
+def next_item_loss(model, batch: torch.Tensor, cfg: TrainConfig, gen: torch.Generator,
+                   weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The batch's mean next-item loss over its real positions; with `weights` (one per
+    row) the weighted mean."""
     # length batches are encoded whole, as before random batches existed (bit-identical runs)
     parts = ENCODE_PARTS if cfg.batching == "random" else 1
-    h, t = encode_real(model, batch[:, :-1], batch[:, 1:], parts)   # only real positions
+    h, t, w = encode_real(model, batch[:, :-1], batch[:, 1:], parts, weights)   # only real positions
     W = model.item_weight
     if cfg.loss == "ce":
-        return full_softmax_ce(h, W, t)
+        return full_softmax_ce(h, W, t, w)
     neg = torch.randint(1, W.shape[0], (cfg.negatives,), generator=gen)
     # F.embedding, not W[t]: indexing's backward (index_put accumulate) uses float atomic
     # adds across threads from 32,768 elements on, so repeated rows sum in a different
@@ -142,7 +160,9 @@ def next_item_loss(model, batch: torch.Tensor, cfg: TrainConfig, gen: torch.Gene
     neg_logit = h @ F.embedding(neg, W).T
     neg_logit = neg_logit.masked_fill(neg[None, :] == t[:, None], float("-inf"))  # accidental hits
     logits = torch.cat([pos_logit, neg_logit], dim=1)
-    return F.cross_entropy(logits, torch.zeros(len(t), dtype=torch.long))
+    if w is None:
+        return F.cross_entropy(logits, torch.zeros(len(t), dtype=torch.long))
+    return (F.cross_entropy(logits, torch.zeros(len(t), dtype=torch.long), reduction="none") * w).sum() / w.sum()
 
 
 def save_snapshot(path: Path, cfg: TrainConfig, n_seqs: int, model, opt, gen: torch.Generator, epoch: int,
@@ -165,10 +185,20 @@ def load_snapshot(path: Path, cfg: TrainConfig, model, n_seqs: int) -> dict:
     if not isinstance(state, dict):
         raise RsirError(f"{path}: not a training snapshot (no state in it); delete it to restart this training")
     mine = (asdict(cfg), model.config.to_dict(), n_seqs)
-    theirs = {"lr_drops": 0, **state["config"]} if isinstance(state.get("config"), dict) else None  # older snapshots
+    theirs = {"lr_drops": 0, "synthetic_weight": 1.0, **state["config"]} if isinstance(state.get("config"), dict) else None  # older snapshots
     if (theirs, state.get("model_config"), state.get("sequences")) != mine:
         raise RsirError(f"{path}: a snapshot of a different training (settings or data); delete it to restart this training")
     return state
+
+
+def synthetic_row_weights(data: SequenceData, n_rows: int, weight: float) -> torch.Tensor | None:
+    """One loss weight per training row: 1 for the real rows, `weight` for the synthetic
+    ones (training_set() puts them last). None when that changes nothing, so runs
+    without synthetic rows or at weight 1 keep the unweighted loss, bit for bit."""
+    n_real = sum(len(s) >= 2 for s in data.train_sequences())
+    if weight == 1 or n_real == n_rows:
+        return None
+    return torch.cat([torch.ones(n_real), torch.full((n_rows - n_real,), float(weight))])
 
 
 def stalled(history: list[dict], best_epoch: int, lr: float, patience: int) -> bool:
@@ -192,6 +222,7 @@ def train(model, data: SequenceData, cfg: TrainConfig, progress=None, log=None, 
     seqs = [s[-(model.config.max_len + 1):] for s in data.training_set() if len(s) >= 2]
     if not seqs:
         raise RsirError(f"{data.name}: no training sequence has 2 or more items")
+    row_weights = synthetic_row_weights(data, len(seqs), cfg.synthetic_weight)
     best, best_epoch, best_state, history, done_before = -1.0, 0, None, [], 0.0
     saved = load_snapshot(Path(snapshot), cfg, model, len(seqs)) if snapshot is not None and Path(snapshot).exists() else None
     if saved:
@@ -220,8 +251,9 @@ def train(model, data: SequenceData, cfg: TrainConfig, progress=None, log=None, 
         epoch += 1
         model.train()
         total, n = 0.0, 0
-        for batch in batches(seqs, cfg.batch_size, gen, cfg.batching):
-            loss = next_item_loss(model, batch, cfg, gen)
+        for rows in batch_rows(seqs, cfg.batch_size, gen, cfg.batching):
+            weights = None if row_weights is None else row_weights[torch.from_numpy(rows)]
+            loss = next_item_loss(model, pad([seqs[i] for i in rows]), cfg, gen, weights)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

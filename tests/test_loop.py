@@ -126,6 +126,21 @@ def test_branch_reuses_the_baseline_and_refuses_a_different_one(reference_run, t
     assert "train" in bad.stderr and not (tmp_path / "other").exists()  # nothing created
 
 
+def test_a_synthetic_weight_branches_from_the_same_baseline_and_changes_only_the_successor(reference_run, tmp_path):
+    run = tmp_path / "weighted"
+    r = cli([*ARGS, "--synthetic-weight", "0.5", "--out", str(run), "--branch-from", str(reference_run)])
+    assert r.returncode == 0, r.stderr
+    assert "iter 0: training" not in r.stdout     # the weight has no say in iteration 0
+    same = "iter0/synthetic.txt"                  # so the first round generates the same rows
+    assert (run / same).read_bytes() == (reference_run / same).read_bytes()
+    ours, theirs = (json.loads((x / "report.json").read_text())["iterations"] for x in (run, reference_run))
+    assert ours[0]["test"] == theirs[0]["test"] and ours[1]["train_sequences"] == theirs[1]["train_sequences"]
+    assert ours[1]["valid"] != theirs[1]["valid"]  # and trains the successor on them differently
+    bad = cli([*ARGS, "--synthetic-weight", "2", "--resume", "--out", str(run)])
+    assert bad.returncode == 2 and bad.stderr.count("error:") == 1 and "Traceback" not in bad.stderr
+    assert "train.synthetic_weight 0.5 -> 2.0" in bad.stderr
+
+
 def test_resume_and_branch_refuse_other_data_under_the_same_name(reference_run, tmp_path):
     """A data file edited after the run started (same --data, other content) is refused
     before anything is written: the iteration-0 checkpoint records the data it saw."""

@@ -39,3 +39,21 @@ def test_blocked_scores_match_one_matmul(monkeypatch):
     h, W = torch.randn(7, 8, generator=g), torch.randn(50, 8, generator=g)
     torch.testing.assert_close(wide_matmul.all_item_scores(h, W), h @ W.T, rtol=0, atol=1e-6)
     test_fused_loss_and_gradients_match_cross_entropy()  # the loss through blocked scores
+
+
+def test_weighted_fused_loss_and_gradients_match_a_weighted_mean_of_cross_entropies():
+    g = torch.Generator().manual_seed(2)
+    h = torch.randn(23, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    W = torch.randn(40, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    t = torch.randint(1, 40, (23,), generator=g)
+    w = torch.where(torch.arange(23) < 10, 1.0, 0.25).double()
+    z = h @ W.T
+    z[:, 0] = float("-inf")
+    want = (F.cross_entropy(z, t, reduction="none") * w).sum() / w.sum()
+    want_h, want_W = torch.autograd.grad(want, (h, W))
+    got = full_softmax_ce(h, W, t, w)
+    got_h, got_W = torch.autograd.grad(got, (h, W))
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(got_h, want_h)
+    torch.testing.assert_close(got_W, want_W)
+    assert not torch.allclose(got, full_softmax_ce(h, W, t))   # the weights matter

@@ -5,6 +5,8 @@ from rsir_trt.models import ModelConfig, create_model
 import numpy as np
 
 import rsir_trt.train as train_mod
+from rsir_trt.errors import RsirError
+from rsir_trt.evaluate import pad
 from rsir_trt.train import TrainConfig, batches, halving, next_item_loss
 
 
@@ -76,6 +78,54 @@ def test_encoding_a_random_batch_in_length_groups_changes_nothing(kind, layout, 
     assert train_mod.ENCODE_PARTS > 1
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(results[0][1], results[1][1]))
+
+
+@pytest.mark.parametrize("loss", ["ce", "sampled"])
+def test_row_weights_give_the_weighted_mean_of_each_rows_own_loss(loss):
+    # Without dropout each row's positions are encoded on their own: the weighted loss of a
+    # batch is its rows' summed position losses, weighted, over the weighted position count.
+    rng = np.random.default_rng(3)
+    seqs = [rng.integers(1, 300, n) for n in (7, 3, 12, 5)]
+    model = create_model(ModelConfig(num_items=300, dropout=0.0, attn_dropout=0.0), seed=0)
+    cfg = TrainConfig(loss=loss)
+    w = torch.tensor([1.0, 0.5, 0.5, 2.0])
+
+    def loss_of(rows, weights=None):   # the same negatives each call
+        return next_item_loss(model, pad([seqs[i] for i in rows]), cfg, torch.Generator().manual_seed(1), weights).item()
+    positions = torch.tensor([len(s) - 1 for s in seqs], dtype=torch.float64)
+    own = torch.tensor([loss_of([i]) for i in range(4)], dtype=torch.float64)
+    want = float((own * positions * w).sum() / (positions * w).sum())
+    assert loss_of(range(4), w) == pytest.approx(want, rel=1e-5)
+    assert loss_of(range(4), torch.ones(4)) == pytest.approx(loss_of(range(4)), rel=1e-6)
+    assert abs(loss_of(range(4), w) - loss_of(range(4))) > 1e-3
+
+
+def with_synthetic(data, n=32):
+    """`data` plus its first users' training rows reversed, as synthetic rows."""
+    from rsir_trt.data import SequenceData, Synthetic
+    rows = [s[:-2][::-1].copy() for s in data.sequences[:n] if len(s) >= 5]
+    return SequenceData(data.name, data.users, data.item_tokens, data.sequences,
+                        Synthetic(rows, list(range(len(rows))), [0] * len(rows)))
+
+
+def test_synthetic_weight_changes_training_only_where_there_are_synthetic_rows(ml100k):
+    def weights(data, synthetic_weight):
+        model = create_model(ModelConfig(kind="sasrec", num_items=ml100k.num_items), seed=0)
+        train_mod.train(model, data, TrainConfig(epochs=1, loss="sampled", synthetic_weight=synthetic_weight))
+        return list(model.state_dict().values())
+    real = first_users(ml100k)
+    assert all(torch.equal(a, b) for a, b in zip(weights(real, 1.0), weights(real, 0.5)))   # iteration 0: the same bits
+    augmented = with_synthetic(real)
+    assert len(augmented.synthetic) > 20
+    assert not all(torch.equal(a, b) for a, b in zip(weights(augmented, 1.0), weights(augmented, 0.5)))
+    rows = train_mod.synthetic_row_weights(augmented, len(augmented.training_set()), 0.5)
+    assert rows.tolist() == [1.0] * len(real.sequences) + [0.5] * len(augmented.synthetic)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("inf"), float("nan")])
+def test_a_synthetic_weight_must_be_positive_and_finite(bad):
+    with pytest.raises(RsirError, match="--synthetic-weight must be > 0"):
+        TrainConfig(synthetic_weight=bad).check()
 
 
 def test_halving_groups_cover_the_batch():

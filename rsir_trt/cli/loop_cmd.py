@@ -42,6 +42,8 @@ def loop_cmd(
     epochs: int = typer.Option(50, "--epochs", help="Per model; the loop trains K+1 of them."),
     patience: int = typer.Option(5, "--patience"),
     lr_drops: int = LrDropsOpt,
+    synthetic_weight: float = typer.Option(1.0, "--synthetic-weight", help="Loss weight of each synthetic row's positions, "
+                                           "a real row's being 1 (beyond the paper, which weighs them alike)."),
     loss: str = typer.Option("sampled", "--loss", help="sampled: 256 uniform negatives, the paper's protocol | ce: full softmax, a stronger baseline (RSIR helped it less here)."),
     tau: int = typer.Option(10, "--tau", help="Fidelity rank threshold (vocabulary size = no check)."),
     p: float = typer.Option(0.5, "--p"),
@@ -77,7 +79,7 @@ def loop_cmd(
                      finetune=finetune, stop_early=stop_early, backend=backend, max_len=max_len, dim=dim,
                      dropout=dropout, layout=layout, seed=seed,
                      train=TrainConfig(loss=loss, lr=lr, weight_decay=weight_decay, batch_size=batch_size, epochs=epochs, patience=patience, lr_drops=lr_drops,
-                                         batching=batching).__dict__,
+                                         batching=batching, synthetic_weight=synthetic_weight).__dict__,
                      gen=GenConfig(tau=tau, p=p, m=m, max_len=max_len, keep_failing=keep_failing, start=start,
                                    sample_topk=sample_topk, temperature=temperature, synthetic_seeds=synthetic_seeds,
                                    drop_known=drop_known, batch_size=gen_batch).__dict__,
