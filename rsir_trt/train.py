@@ -58,7 +58,7 @@ class TrainConfig:
         if not self.weight_decay >= 0:
             raise RsirError(f"--weight-decay must be >= 0, got {self.weight_decay}")
         if not 0 < self.synthetic_weight < float("inf"):
-            raise RsirError(f"--synthetic-weight must be > 0, got {self.synthetic_weight}")
+            raise RsirError(f"--synthetic-weight must be > 0 and finite, got {self.synthetic_weight}")
 
 
 @dataclass
@@ -125,7 +125,7 @@ def encode_real(model, inputs: torch.Tensor, targets: torch.Tensor, parts: int, 
     With parts > 1 the rows are encoded in that many groups of similar length, each cut
     to its own longest row: the encoders are causal and the rows right-padded, so the
     cut changes nothing, and a random batch (mixed lengths) then costs about what a
-    length-sorted one does. Rows come out in length order; the losses are means."""
+    length-sorted one does. Rows come out in length order; the losses are (weighted) means."""
     at = None if weights is None else weights[:, None].expand(targets.shape)
     if parts == 1:
         real = targets > 0
