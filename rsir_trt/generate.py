@@ -34,6 +34,7 @@ class GenConfig:
     temperature: float = 1.0
     synthetic_seeds: bool = False # also seed from synthetic rows already in the data
     drop_known: bool = False      # also drop sequences the training data already holds as a row's prefix
+    seed_max_items: int = 0       # only seeds of at most this many items (the sparse users); 0 = all
     seed: int = 0
     batch_size: int = 1024        # trajectories in flight per worker; its engine rows <= this
     workers: int = 0              # run side by side, one runtime each; 0 = the runtime's choice
@@ -54,6 +55,8 @@ class GenConfig:
             raise RsirError(f"--max-len {self.max_len} must be >= --min-len {self.min_len} >= 1")
         if self.start not in ("first", "prefix", "item"):
             raise RsirError(f"--start: {self.start!r} is not one of first, prefix, item")
+        if self.seed_max_items < 0:
+            raise RsirError(f"--seed-max-items must be >= 0 (0 = every seed), got {self.seed_max_items}")
         if self.sample_topk < 0 or not self.temperature > 0:
             raise RsirError("--sample-topk must be >= 0 and --temperature > 0")
 
@@ -79,7 +82,8 @@ def make_plan(data: SequenceData, cfg: GenConfig, S: int) -> Plan:
     if cfg.synthetic_seeds:
         seeds += data.synthetic.sequences
         users += data.synthetic.seed_user
-    keep = [i for i, s in enumerate(seeds) if len(s) >= 1]
+    most = cfg.seed_max_items or max(map(len, seeds), default=0)
+    keep = [i for i, s in enumerate(seeds) if 1 <= len(s) <= most]
     seed_mat = np.zeros((len(keep), S), dtype=np.int64)
     for r, i in enumerate(keep):
         s = seeds[i][-S:]

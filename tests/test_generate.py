@@ -230,6 +230,19 @@ def test_drop_known_drops_exactly_the_copies_of_training_rows(engines, ml100k):
     assert "known_copies" not in plain.stats
 
 
+def test_seed_max_items_generates_from_the_short_seeds_alone(engines, ml100k):
+    _, onnx = engines["sasrec-greedy"]
+    data = subset(ml100k, 200)
+    most = 40   # ml-100k's training rows run 3..500 items: about half are at most 40
+    short = [i for i, s in enumerate(data.train_sequences()) if len(s) <= most]
+    assert 20 < len(short) < 180
+    got = run(onnx, "onnxruntime", data, m=3, seed=7, seed_max_items=most)
+    alone = SequenceData(data.name, [data.users[i] for i in short], data.item_tokens, [data.sequences[i] for i in short])
+    assert as_bytes(got) == as_bytes(run(onnx, "onnxruntime", alone, m=3, seed=7))   # the same draws, seed by seed
+    assert got.stats["kept"] > 0 and set(got.synthetic.seed_user) <= set(short)      # provenance: the original users
+    assert as_bytes(run(onnx, "onnxruntime", data, m=3, seed=7, seed_max_items=10_000)) == as_bytes(run(onnx, "onnxruntime", data, m=3, seed=7))
+
+
 def test_validation_and_test_targets_are_never_used(engines, ml100k):
     _, onnx = engines["sasrec"]
     a = run(onnx, "onnxruntime", ml100k, m=1)
@@ -243,6 +256,7 @@ def test_validation_and_test_targets_are_never_used(engines, ml100k):
 @pytest.mark.parametrize("field,value,message", [
     ("tau", 0, "--tau must be >= 1"), ("p", 1.5, r"--p must be in \[0, 1\]"), ("m", 0, "--m must be >= 1"),
     ("batch_size", 0, "--batch-size must be >= 1"), ("start", "middle", "--start"),
+    ("seed_max_items", -1, "--seed-max-items must be >= 0"),
     ("workers", -1, "--workers must be >= 0"),
 ])
 def test_bad_generation_settings(field, value, message):

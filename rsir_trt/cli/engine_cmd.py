@@ -59,6 +59,7 @@ def generate_cmd(
     extra: Optional[Path] = typer.Option(None, "--extra", help="Synthetic rows from an earlier round (generate's output)."),
     synthetic_seeds: bool = typer.Option(False, "--synthetic-seeds", help="Also seed from the --extra rows."),
     drop_known: bool = typer.Option(False, "--drop-known", help="Also drop generated sequences that copy a prefix of a training row (real or earlier synthetic): they add no new transition, only weight (beyond the paper)."),
+    seed_max_items: int = typer.Option(0, "--seed-max-items", help="Seed only from sequences of at most this many training items, the sparse users (beyond the paper; 0: every seed)."),
     other_data: bool = typer.Option(False, "--other-data", help="Seed from data other than the model's training data (same item catalogue)."),
     seed: int = typer.Option(0, "--seed"),
     batch_size: int = typer.Option(1024, "--batch-size", help="Trajectories in flight per worker (engine rows <= this)."),
@@ -67,7 +68,7 @@ def generate_cmd(
     """Generate synthetic sequences with fidelity control; writes them + a JSON summary."""
     cfg = GenConfig(tau=tau, p=p, m=m, max_len=max_len, keep_failing=keep_failing, start=start,
                     sample_topk=sample_topk, temperature=temperature, synthetic_seeds=synthetic_seeds,
-                    drop_known=drop_known, seed=seed, batch_size=batch_size, workers=workers)
+                    drop_known=drop_known, seed_max_items=seed_max_items, seed=seed, batch_size=batch_size, workers=workers)
     cfg.check()
     if out.exists() and out.is_dir():
         raise RsirError(f"--out {out}: is a directory")

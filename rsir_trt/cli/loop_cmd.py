@@ -54,6 +54,7 @@ def loop_cmd(
     temperature: float = typer.Option(1.0, "--temperature"),
     synthetic_seeds: bool = typer.Option(False, "--synthetic-seeds", help="Also seed from synthetic rows already in D_k."),
     drop_known: bool = typer.Option(False, "--drop-known", help="Also drop generated sequences that copy a prefix of a training row (real or earlier synthetic): they add no new transition, only weight (beyond the paper)."),
+    seed_max_items: int = typer.Option(0, "--seed-max-items", help="Seed only from sequences of at most this many training items, the sparse users (beyond the paper; 0: every seed)."),
     gen_batch: int = typer.Option(1024, "--gen-batch", help="Generation: trajectories in flight per worker (engine rows <= this)."),
     cap_per_seed: int = typer.Option(0, "--cap-per-seed", help="Keep at most this many generated sequences per seed user "
                                      "(DA-RSIR's acquisition, beyond the paper; 0: all)."),
@@ -82,7 +83,7 @@ def loop_cmd(
                                          batching=batching, synthetic_weight=synthetic_weight).__dict__,
                      gen=GenConfig(tau=tau, p=p, m=m, max_len=max_len, keep_failing=keep_failing, start=start,
                                    sample_topk=sample_topk, temperature=temperature, synthetic_seeds=synthetic_seeds,
-                                   drop_known=drop_known, batch_size=gen_batch).__dict__,
+                                   drop_known=drop_known, seed_max_items=seed_max_items, batch_size=gen_batch).__dict__,
                      acquire=acq.__dict__ if cap_per_seed else {})   # {}: the paper's RSIR, and configs as before
     if backend not in ("onnxruntime", "tensorrt", "torch", "reference"):
         raise RsirError(f"--backend: {backend!r} is not one of onnxruntime, tensorrt, torch, reference")
