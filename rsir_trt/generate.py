@@ -82,7 +82,7 @@ def make_plan(data: SequenceData, cfg: GenConfig, S: int) -> Plan:
     if cfg.synthetic_seeds:
         seeds += data.synthetic.sequences
         users += data.synthetic.seed_user
-    most = cfg.seed_max_items or max(map(len, seeds), default=0)
+    most = cfg.seed_max_items or np.inf
     keep = [i for i, s in enumerate(seeds) if 1 <= len(s) <= most]
     seed_mat = np.zeros((len(keep), S), dtype=np.int64)
     for r, i in enumerate(keep):

@@ -28,6 +28,10 @@ BatchingOpt = typer.Option("random", "--batching", help="random | length (batche
 LrDropsOpt = typer.Option(0, "--lr-drops", help="After validation stalls for --patience epochs, go on from the best "
                           "weights at a quarter of the learning rate (fresh Adam); this many times. --epochs caps "
                           "all stages together.")
+DropKnownOpt = typer.Option(False, "--drop-known", help="Also drop generated sequences that copy a prefix of a training "
+                            "row (real or earlier synthetic): they add no new transition, only weight (beyond the paper).")
+SeedMaxItemsOpt = typer.Option(0, "--seed-max-items", help="Seed only from sequences of at most this many training items, "
+                               "the sparse users (beyond the paper; 0: every seed).")
 
 
 def epoch_line(epoch: int, loss: float, row: dict, is_best: bool, lr: float) -> str:

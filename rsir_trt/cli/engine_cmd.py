@@ -12,7 +12,7 @@ from ..data import SequenceData, add_synthetic_file, check_trained_on, open_data
 from ..errors import RsirError
 from ..generate import GenConfig, generate
 from ..runtime import open_runtime
-from .common import FormatOpt, console, err_console
+from .common import DropKnownOpt, FormatOpt, SeedMaxItemsOpt, console, err_console
 
 
 def build_engine_cmd(
@@ -58,8 +58,8 @@ def generate_cmd(
     temperature: float = typer.Option(1.0, "--temperature"),
     extra: Optional[Path] = typer.Option(None, "--extra", help="Synthetic rows from an earlier round (generate's output)."),
     synthetic_seeds: bool = typer.Option(False, "--synthetic-seeds", help="Also seed from the --extra rows."),
-    drop_known: bool = typer.Option(False, "--drop-known", help="Also drop generated sequences that copy a prefix of a training row (real or earlier synthetic): they add no new transition, only weight (beyond the paper)."),
-    seed_max_items: int = typer.Option(0, "--seed-max-items", help="Seed only from sequences of at most this many training items, the sparse users (beyond the paper; 0: every seed)."),
+    drop_known: bool = DropKnownOpt,
+    seed_max_items: int = SeedMaxItemsOpt,
     other_data: bool = typer.Option(False, "--other-data", help="Seed from data other than the model's training data (same item catalogue)."),
     seed: int = typer.Option(0, "--seed"),
     batch_size: int = typer.Option(1024, "--batch-size", help="Trajectories in flight per worker (engine rows <= this)."),

@@ -13,7 +13,7 @@ from ..errors import RsirError
 from ..generate import GenConfig
 from ..report import markdown, users_markdown
 from ..system import cpu_threads
-from .common import BatchingOpt, DataOpt, LayoutOpt, LrDropsOpt, console, epoch_line
+from .common import BatchingOpt, DataOpt, DropKnownOpt, LayoutOpt, LrDropsOpt, SeedMaxItemsOpt, console, epoch_line
 
 if TYPE_CHECKING:   # torch: the commands import it when they run
     from ..loop import LoopConfig
@@ -53,8 +53,8 @@ def loop_cmd(
     sample_topk: int = typer.Option(0, "--sample-topk"),
     temperature: float = typer.Option(1.0, "--temperature"),
     synthetic_seeds: bool = typer.Option(False, "--synthetic-seeds", help="Also seed from synthetic rows already in D_k."),
-    drop_known: bool = typer.Option(False, "--drop-known", help="Also drop generated sequences that copy a prefix of a training row (real or earlier synthetic): they add no new transition, only weight (beyond the paper)."),
-    seed_max_items: int = typer.Option(0, "--seed-max-items", help="Seed only from sequences of at most this many training items, the sparse users (beyond the paper; 0: every seed)."),
+    drop_known: bool = DropKnownOpt,
+    seed_max_items: int = SeedMaxItemsOpt,
     gen_batch: int = typer.Option(1024, "--gen-batch", help="Generation: trajectories in flight per worker (engine rows <= this)."),
     cap_per_seed: int = typer.Option(0, "--cap-per-seed", help="Keep at most this many generated sequences per seed user "
                                      "(DA-RSIR's acquisition, beyond the paper; 0: all)."),
