@@ -3,6 +3,7 @@ identical to an uninterrupted run, input data untouched."""
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -82,6 +83,26 @@ def test_killed_and_resumed_run_is_identical(point, reference_run, tmp_path):
     assert not list(run.rglob("*.train-state.pt"))         # removed once each training is done
     assert hashlib.sha256(data.read_bytes()).hexdigest() == before
     assert not list(run.rglob("*.tmp"))                    # no temp files left behind
+
+
+def test_a_finished_run_resumed_with_more_iterations_goes_on_as_a_longer_run(reference_run, tmp_path):
+    """--resume with a larger --iterations extends a finished run (how rounds 4-5 were added to
+    3-round loops): its finished steps are kept, and it ends as the longer run from scratch."""
+    longer = ["loop", "--iterations", "2", *ARGS[3:]]
+    run = tmp_path / "extended"
+    shutil.copytree(reference_run, run)
+    r = cli([*longer, "--out", str(run), "--resume"])
+    assert r.returncode == 0, r.stderr
+    assert "iter 0: training" not in r.stdout and "iter 1: training" not in r.stdout
+    assert "iter 1: generating" in r.stdout and "iter 2: training" in r.stdout
+    whole = tmp_path / "whole"
+    assert cli([*longer, "--out", str(whole)]).returncode == 0
+    ours, theirs = (json.loads((x / "report.json").read_text())["iterations"] for x in (run, whole))
+    timing = ("train_seconds", "generation_seconds", "generation_seq_per_s")
+    assert len(ours) == 3 and [{k: v for k, v in row.items() if k not in timing} for row in ours] == \
+        [{k: v for k, v in row.items() if k not in timing} for row in theirs]
+    for f in ("iter1/synthetic.txt", "iter2/test-ranks-sasrec.npz"):
+        assert (run / f).read_bytes() == (whole / f).read_bytes()
 
 
 def test_a_foreign_training_snapshot_is_one_error_line(reference_run, tmp_path):

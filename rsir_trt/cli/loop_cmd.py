@@ -24,7 +24,7 @@ def loop_cmd(
     data: Optional[str] = DataOpt,
     iterations: int = typer.Option(3, "--iterations", "-k"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default runs/loop-<data>)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its last finished step."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its last finished step, or a finished one to a larger --iterations."),
     branch_from: Optional[Path] = typer.Option(None, "--branch-from", help="Reuse the iteration-0 models of this run (same data and training settings)."),
     teacher: str = typer.Option("sasrec", "--teacher", help="Model that generates (sasrec | gru4rec)."),
     student: Optional[str] = typer.Option(None, "--student", help="Model evaluated (default: the teacher)."),
