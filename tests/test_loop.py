@@ -26,14 +26,18 @@ def cli(args, kill_at=None):
     return subprocess.run([sys.executable, "-m", "rsir_trt", *args], env=env, capture_output=True, text=True)
 
 
+def report_rows(run):
+    """The report's per-iteration rows without their timings (which no two runs share)."""
+    timing = ("train_seconds", "generation_seconds", "generation_seq_per_s")
+    return [{k: v for k, v in r.items() if k not in timing}
+            for r in json.loads((run / "report.json").read_text())["iterations"]]
+
+
 def fingerprint(run):
     """Everything a user keeps from a run: metrics, synthetic data, the training file."""
-    report = json.loads((run / "report.json").read_text())
     files = ["iter0/synthetic.txt", "iter0/synthetic.txt.provenance.tsv", "iter0/train_augmented.txt",
              "iter0/synthetic.npz", "iter0/test-ranks-sasrec.npz", "iter1/test-ranks-sasrec.npz"]
-    timing = ("train_seconds", "generation_seconds", "generation_seq_per_s")
-    rows = [{k: v for k, v in r.items() if k not in timing} for r in report["iterations"]]
-    return rows, {f: hashlib.sha256((run / f).read_bytes()).hexdigest() for f in files}
+    return report_rows(run), {f: hashlib.sha256((run / f).read_bytes()).hexdigest() for f in files}
 
 
 @pytest.fixture(scope="module")
@@ -97,10 +101,7 @@ def test_a_finished_run_resumed_with_more_iterations_goes_on_as_a_longer_run(ref
     assert "iter 1: generating" in r.stdout and "iter 2: training" in r.stdout
     whole = tmp_path / "whole"
     assert cli([*longer, "--out", str(whole)]).returncode == 0
-    ours, theirs = (json.loads((x / "report.json").read_text())["iterations"] for x in (run, whole))
-    timing = ("train_seconds", "generation_seconds", "generation_seq_per_s")
-    assert len(ours) == 3 and [{k: v for k, v in row.items() if k not in timing} for row in ours] == \
-        [{k: v for k, v in row.items() if k not in timing} for row in theirs]
+    assert len(report_rows(run)) == 3 and report_rows(run) == report_rows(whole)
     for f in ("iter1/synthetic.txt", "iter2/test-ranks-sasrec.npz"):
         assert (run / f).read_bytes() == (whole / f).read_bytes()
 
