@@ -80,35 +80,34 @@ def rank_again(path: Path, cfg: dict, say) -> tuple[np.ndarray, np.ndarray]:
     return rank_users(net, inputs, targets), np.array([len(s) for s in inputs])
 
 
-def summarise(roots: list[str], per_run: list[list[list[dict]]]) -> dict:
-    """Per iteration >= 1 and bucket: the runs' mean metrics at iteration 0 and at it, the
-    gain of the means, and each run's own gain with its paired 95% interval."""
+def summarise(roots: list[str], per_run: list[list[list[dict]]], base: int = 0) -> dict:
+    """Per iteration but `base` and per bucket: the runs' mean metrics at iteration `base`
+    and at it, the gain of the means, and each run's own gain with its paired 95% interval."""
     from .replicates import paired_interval
-    first = per_run[0][0]
     iterations = []
-    for i in range(1, len(per_run[0])):
+    for i in (i for i in range(len(per_run[0])) if i != base):
         buckets = []
-        for b, row in enumerate(first):
-            base = {k: statistics.mean(r[0][b][k] for r in per_run) for k in CHANGE_KEYS}
+        for b, row in enumerate(per_run[0][base]):
+            then = {k: statistics.mean(r[base][b][k] for r in per_run) for k in CHANGE_KEYS}
             now = {k: statistics.mean(r[i][b][k] for r in per_run) for k in CHANGE_KEYS}
-            own = {k: [gain(r[i][b], r[0][b], k) for r in per_run] for k in CHANGE_KEYS}
-            buckets.append({"history": row["history"], "users": row["users"], "mean_iteration0": base, "mean": now,
-                            "gain_of_means": {k: gain(now, base, k) for k in CHANGE_KEYS}, "own_gains": own,
+            own = {k: [gain(r[i][b], r[base][b], k) for r in per_run] for k in CHANGE_KEYS}
+            buckets.append({"history": row["history"], "users": row["users"], "mean_base": then, "mean": now,
+                            "gain_of_means": {k: gain(now, then, k) for k in CHANGE_KEYS}, "own_gains": own,
                             "own_gain_ci95": {k: list(paired_interval(g)) for k, g in own.items()}})
         iterations.append({"iteration": i, "buckets": buckets})
-    return {"runs": roots, "iterations": iterations}
+    return {"runs": roots, "base_iteration": base, "iterations": iterations}
 
 
 def markdown(summary: dict, edges: list[int]) -> str:
     lines = [f"Test metrics by the user's history length (items before the test target; "
              f"--by-length {','.join(map(str, edges))}), over {len(summary['runs'])} runs:"]
     for it in summary["iterations"]:
-        lines += ["", f"| history | users | R@10 iter 0 -> {it['iteration']} (means) | ΔR@10 of means | "
+        lines += ["", f"| history | users | R@10 iter {summary['base_iteration']} -> {it['iteration']} (means) | ΔR@10 of means | "
                       "each run's own ΔR@10, mean [95% CI] | ΔN@10 of means | own ΔN@10, mean [95% CI] |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
         for b in it["buckets"]:
             ci = {k: f"{m:+.1f}% [{m - h:+.1f}, {m + h:+.1f}]" for k, (m, h) in b["own_gain_ci95"].items()}
-            lines.append(f"| {b['history']} | {b['users']:,} | {b['mean_iteration0']['recall@10']:.4f} -> "
+            lines.append(f"| {b['history']} | {b['users']:,} | {b['mean_base']['recall@10']:.4f} -> "
                          f"{b['mean']['recall@10']:.4f} | {b['gain_of_means']['recall@10']:+.1f}% | {ci['recall@10']} | "
                          f"{b['gain_of_means']['ndcg@10']:+.1f}% | {ci['ndcg@10']} |")
     return "\n".join(lines) + "\n"

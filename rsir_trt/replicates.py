@@ -155,23 +155,34 @@ def check_one_setting(runs: list[dict], who: str = "compare") -> None:
         first[seed] = run["root"]
 
 
-def summarise(runs: list[dict]) -> dict:
-    check_one_setting(runs)
+def common_iterations(runs: list[dict], base: int = 0) -> int:
+    """How many iterations every run has; `base` (--base-iteration) must be one of them."""
     n = min(len(run["rows"]) for run in runs)
+    if not 0 <= base < n:
+        short = min(runs, key=lambda run: len(run["rows"]))
+        raise RsirError(f"--base-iteration {base}: {short['root']} has iterations 0-{n - 1} only")
+    return n
+
+
+def summarise(runs: list[dict], base: int = 0) -> dict:
+    """Per iteration: mean and sd over the runs, the gain of the means and each run's own
+    gain, all over iteration `base` (0: the baseline; a later round asks whether more
+    rounds add to it)."""
+    check_one_setting(runs)
+    n = common_iterations(runs, base)
+    means = [{k: statistics.mean(run["rows"][i]["test"][k] for run in runs) for k in KEYS} for i in range(n)]
     iterations = []
     for i in range(n):
-        values = {k: [run["rows"][i]["test"][k] for run in runs] for k in KEYS}
-        mean = {k: statistics.mean(v) for k, v in values.items()}
-        first = iterations[0]["mean"] if iterations else mean
-        own = [gain(run["rows"][i]["test"], run["rows"][0]["test"], "recall@10") for run in runs]
+        own = [gain(run["rows"][i]["test"], run["rows"][base]["test"], "recall@10") for run in runs]
         iterations.append({
-            "iteration": i, "mean": mean, "sd": {k: statistics.stdev(v) for k, v in values.items()},
-            "gain_of_means": {k: gain(mean, first, k) for k in KEYS},
+            "iteration": i, "mean": means[i],
+            "sd": {k: statistics.stdev(run["rows"][i]["test"][k] for run in runs) for k in KEYS},
+            "gain_of_means": {k: gain(means[i], means[base], k) for k in KEYS},
             "own_gains": own, "own_gain_ci95": list(paired_interval(own))})
     picks = [selected(run["rows"][:n]) for run in runs]
     return {"runs": [run["root"] for run in runs], "lengths": [len(run["rows"]) for run in runs],
-            "iterations": iterations, "selected": picks,
-            "selected_gains": [gain(run["rows"][k]["test"], run["rows"][0]["test"], "recall@10")
+            "base_iteration": base, "iterations": iterations, "selected": picks,
+            "selected_gains": [gain(run["rows"][k]["test"], run["rows"][base]["test"], "recall@10")
                                for run, k in zip(runs, picks)]}
 
 
@@ -180,6 +191,9 @@ def markdown(summary: dict) -> str:
     head = f"{runs} runs: " + ", ".join(summary["runs"])
     if len(set(summary["lengths"])) > 1:
         head += f" (iterations 0-{len(summary['iterations']) - 1} only: not every run has more)"
+    base = summary["base_iteration"]
+    if base:
+        head += f"\n\nEvery change (Δ) below is over iteration {base} (--base-iteration), not over iteration 0."
     lines = [head, "",
              "| iter | test R@10 mean ± sd | ΔR@10 of means | each run's own ΔR@10 | their mean [95% CI] "
              "| test N@10 mean ± sd | ΔN@10 of means |",
@@ -188,7 +202,7 @@ def markdown(summary: dict) -> str:
         m, s, g = it["mean"], it["sd"], it["gain_of_means"]
         own = ", ".join(f"{x:+.1f}%" for x in it["own_gains"])
         mid, half = it["own_gain_ci95"]
-        ci = f"{mid:+.1f}% [{mid - half:+.1f}, {mid + half:+.1f}]" if it["iteration"] else "-"
+        ci = f"{mid:+.1f}% [{mid - half:+.1f}, {mid + half:+.1f}]" if it["iteration"] != base else "-"
         lines.append(f"| {it['iteration']} | {m['recall@10']:.4f} ± {s['recall@10']:.4f} | {g['recall@10']:+.1f}% | "
                      f"{own} | {ci} | {m['ndcg@10']:.4f} ± {s['ndcg@10']:.4f} | {g['ndcg@10']:+.1f}% |")
     gains = summary["selected_gains"]

@@ -124,3 +124,41 @@ def test_a_variant_that_trains_otherwise_is_set_against_the_controls_baseline(tm
     text = contrast_markdown(con)
     assert "| 0 | -10.0%, -4.0% | -7.0% [-45.1, +31.1] |" in text
     assert "| 1 | +5.0%, +10.0% | +7.5% [-24.3, +39.3] |" in text
+
+
+def test_compare_measures_over_a_later_iteration_when_asked(tmp_path, capsys):
+    """--base-iteration 1: every change is over each run's own iteration 1 (do later rounds add?)."""
+    from rsir_trt.by_length import summarise as by_length
+    from rsir_trt.cli import main
+    from rsir_trt.replicates import load_run, markdown, summarise
+    a = write_run(tmp_path / "a", 0, [row(0, 0.03, 0.040), row(1, 0.03, 0.050), row(2, 0.03, 0.055)])
+    b = write_run(tmp_path / "b", 1, [row(0, 0.03, 0.050), row(1, 0.03, 0.040), row(2, 0.03, 0.038)])
+    s = summarise([load_run(a), load_run(b)], base=1)
+    it0, it1, it2 = s["iterations"]
+    assert [round(g, 9) for g in it2["own_gains"]] == [10.0, -5.0]          # 0.055 / 0.050, 0.038 / 0.040
+    assert [round(g, 9) for g in it0["own_gains"]] == [-20.0, 25.0]         # iteration 0 over 1
+    assert it1["own_gains"] == [0.0, 0.0]
+    assert abs(it2["gain_of_means"]["recall@10"] - 100 * (0.0465 / 0.045 - 1)) < 1e-9
+    assert [round(x, 9) for x in it2["own_gain_ci95"]] == [2.5, round(12.706 * 7.5, 9)]
+    text = markdown(s)
+    assert "Every change (Δ) below is over iteration 1 (--base-iteration), not over iteration 0." in text
+    assert "| 1 | 0.0450 ± 0.0071 | +0.0% | +0.0%, +0.0% | - |" in text
+    assert "| 2 | 0.0465 ± 0.0120 | +3.3% | +10.0%, -5.0% | +2.5% [-92.8, +97.8] |" in text
+    assert "Every change" not in markdown(summarise([load_run(a), load_run(b)]))
+    assert main(["compare", str(a), str(b), "--base-iteration", "1", "--out", str(tmp_path / "r1")]) == 0
+    assert (tmp_path / "r1.md").read_text() == text
+    # by history length, per bucket: the same arithmetic over the chosen iteration
+    bucket = lambda r10: [{"history": "1-5", "users": 7, "recall@10": r10, "ndcg@10": 0.02}]
+    per_run = [[bucket(0.04), bucket(0.05), bucket(0.055)], [bucket(0.05), bucket(0.04), bucket(0.038)]]
+    split = by_length(["a", "b"], per_run, base=1)
+    assert [it["iteration"] for it in split["iterations"]] == [0, 2]
+    (two,) = split["iterations"][1]["buckets"]
+    assert [round(g, 9) for g in two["own_gains"]["recall@10"]] == [10.0, -5.0]
+    assert two["mean_base"]["recall@10"] == 0.045 and two["own_gains"]["ndcg@10"] == [0.0, 0.0]
+    capsys.readouterr()
+    for args, message in [(["--base-iteration", "3"], f"--base-iteration 3: {a} has iterations 0-2 only"),
+                          (["--base-iteration", "1", "--against", f"{a},{b}"], "--base-iteration: not with --against")]:
+        assert main(["compare", str(a), str(b), *args, "--out", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("error:") == 1 and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "x.md").exists()

@@ -156,23 +156,29 @@ def compare_cmd(
     by_length: Optional[str] = typer.Option(None, "--by-length", help="Also the gains by the users' history length, "
                                             "in buckets up to these lengths (e.g. 5,10,20); from the test ranks each loop "
                                             "records (older runs' models are evaluated again)."),
+    base_iteration: int = typer.Option(0, "--base-iteration", help="Measure every change over this iteration "
+                                       "instead of iteration 0 (e.g. 3: do rounds 4 and 5 add to round 3?)."),
 ):
     """Mean and sd over seeds per iteration, the gain of the means, and each run's own gain;
     with --against, the gains against another setting's runs seed by seed."""
     control = [Path(p) for a in against or [] for p in a.split(",") if p]
-    show_comparison(runs, out, control, by_length)
+    if control and base_iteration:
+        raise RsirError("--base-iteration: not with --against (which sets each seed's gains over iteration 0 "
+                        "against the control's)")
+    show_comparison(runs, out, control, by_length, base_iteration)
 
 
 def show_comparison(runs: list[Path], out: Optional[Path], control: Optional[list[Path]] = None,
-                    by_length: Optional[str] = None) -> None:
+                    by_length: Optional[str] = None, base: int = 0) -> None:
     """Print the runs' comparison (and their contrast with `control`, and their gains by
-    history length); with `out`, also write it to out.md and out.json."""
+    history length), every change over iteration `base`; with `out`, also write it to
+    out.md and out.json."""
     from .. import replicates
     if by_length is not None:
         from .. import by_length as bl
         edges = bl.parse_edges(by_length)
     loaded = [replicates.load_run(r) for r in runs]
-    summary = replicates.summarise(loaded)
+    summary = replicates.summarise(loaded, base)
     text = replicates.markdown(summary)
     if control:
         summary["contrast"] = replicates.contrast(loaded, [replicates.load_run(r) for r in control])
@@ -180,7 +186,7 @@ def show_comparison(runs: list[Path], out: Optional[Path], control: Optional[lis
     if by_length is not None:
         per_run = bl.runs_by_length(summary["runs"], loaded[0]["config"], len(summary["iterations"]), edges,
                                     say=lambda msg: console.print(f"[dim]{msg}[/dim]"))
-        summary["by_length"] = bl.summarise(summary["runs"], per_run)
+        summary["by_length"] = bl.summarise(summary["runs"], per_run, base)
         text += "\n" + bl.markdown(summary["by_length"], edges)
     if out:  # the atomic writes refuse a missing or read-only directory, before writing anything
         write_text(out.with_suffix(".md"), text)
