@@ -7,7 +7,7 @@
     iter_k/engine.onnx      the teacher's decode-step engine      (k < K)
     iter_k/synthetic.npz    accepted sequences, internal ids       (k < K)
     iter_k/synthetic.txt    the same in the user's ids (+ .provenance.tsv)
-    iter_k/train_augmented.txt   D_{k+1}: real training prefixes + all synthetic rows
+    iter_k/train_augmented.txt   D_{k+1}: real training prefixes + the synthetic rows it holds
     state.json              steps finished, written after each step's outputs are complete,
                             and the machine that ran the last of them
     report.json, report.md, metrics.png
@@ -37,6 +37,9 @@ from .system import machine, machine_change
 from .train import TrainConfig, train
 
 
+SYNTHETIC_ROWS = ("all", "latest")
+
+
 @dataclass
 class LoopConfig:
     data: str | None = None
@@ -55,6 +58,7 @@ class LoopConfig:
     train: dict = field(default_factory=dict)
     gen: dict = field(default_factory=dict)
     acquire: dict = field(default_factory=dict)   # AcquireConfig: post-verification selection (off by default)
+    synthetic_rows: str = "all"   # all: D_k = D_{k-1} + S_k (the paper) | latest: D_k = D_0 + S_k
     seed: int = 0
 
     def check(self) -> None:
@@ -67,6 +71,8 @@ class LoopConfig:
         TrainConfig(**self.train).check()
         GenConfig(**self.gen).check()
         AcquireConfig(**self.acquire).check()
+        if self.synthetic_rows not in SYNTHETIC_ROWS:
+            raise RsirError(f"--synthetic-rows: {self.synthetic_rows!r} is not one of {' | '.join(SYNTHETIC_ROWS)}")
 
     def model_config(self, kind: str, num_items: int) -> ModelConfig:
         return ModelConfig(kind=kind, num_items=num_items, max_len=self.max_len, dim=self.dim,
@@ -123,9 +129,10 @@ class Run:
         return d
 
     def data_at(self, k: int) -> SequenceData:
-        """D_k = D_0 plus the synthetic rows of iterations < k."""
+        """D_k = D_0 plus the synthetic rows of iterations < k (with synthetic_rows
+        "latest": of iteration k-1 alone)."""
         data = SequenceData(self.base.name, self.base.users, self.base.item_tokens, self.base.sequences)
-        for j in range(k):
+        for j in range(k - 1 if self.cfg.synthetic_rows == "latest" and k else 0, k):
             z = np.load(self.it(j) / "synthetic.npz")
             lens = z["lengths"]
             seqs = np.split(z["items"], np.cumsum(lens)[:-1]) if len(lens) else []

@@ -110,6 +110,7 @@ CASES = [
     ("loop-p", "loop --p -0.1 --out {o}", r"--p must be in \[0, 1\]"),
     ("loop-weight-decay", "loop --weight-decay -0.5 --out {o}", r"--weight-decay must be >= 0"),
     ("loop-synthetic-weight", "loop --synthetic-weight 0 --out {o}", r"--synthetic-weight must be > 0"),
+    ("loop-synthetic-rows", "loop --synthetic-rows last --out {o}", r"--synthetic-rows: 'last' is not one of all \| latest"),
     ("loop-backend", "loop --backend tvm --out {o}", r"--backend: 'tvm'"),
     ("loop-layout", "loop --layout pre --out {o}", r"--layout: 'pre' is not one of recbole, kang"),
     ("loop-batching", "loop --batching bucket --out {o}", r"--batching: 'bucket' is not one of random, length"),

@@ -163,6 +163,23 @@ def test_a_synthetic_weight_branches_from_the_same_baseline_and_changes_only_the
     assert "train.synthetic_weight 0.5 -> 2.0" in bad.stderr
 
 
+def test_latest_synthetic_rows_replace_the_last_rounds_instead_of_adding_to_them(reference_run, tmp_path):
+    run = tmp_path / "latest"
+    two = ["loop", "--iterations", "2", *ARGS[3:], "--synthetic-rows", "latest"]
+    r = cli([*two, "--out", str(run), "--branch-from", str(reference_run)])
+    assert r.returncode == 0, r.stderr
+    ours, theirs = (json.loads((x / "report.json").read_text())["iterations"] for x in (run, reference_run))
+    for k in (0, 1):   # D_1 = D_0 + S_1 either way: the same round 1, digit for digit
+        assert [ours[k][x] for x in ("train_sequences", "valid", "test")] == \
+               [theirs[k][x] for x in ("train_sequences", "valid", "test")]
+    rows = lambda f: [line.split()[1:] for line in (run / f).read_text().splitlines()]   # without the user id
+    real = rows("iter0/train_augmented.txt")[:943]
+    assert rows("iter1/train_augmented.txt") == real + rows("iter1/synthetic.txt")   # D_2 = D_0 + S_2
+    assert ours[2]["train_sequences"] == 943 + len(rows("iter1/synthetic.txt"))
+    bad = cli([*two[:-1], "all", "--resume", "--out", str(run)])
+    assert bad.returncode == 2 and bad.stderr.count("error:") == 1 and "synthetic_rows latest -> all" in bad.stderr
+
+
 def test_resume_and_branch_refuse_other_data_under_the_same_name(reference_run, tmp_path):
     """A data file edited after the run started (same --data, other content) is refused
     before anything is written: the iteration-0 checkpoint records the data it saw."""

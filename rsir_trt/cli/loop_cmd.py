@@ -52,6 +52,9 @@ def loop_cmd(
     start: str = typer.Option("first", "--start", help="first | prefix (a random proper prefix of the seed) | item (a random item of the seed; beyond the paper)."),
     sample_topk: int = typer.Option(0, "--sample-topk"),
     temperature: float = typer.Option(1.0, "--temperature"),
+    synthetic_rows: str = typer.Option("all", "--synthetic-rows", help="Which rounds' synthetic rows D_k holds: all "
+                                       "(D_k = D_(k-1) + S_k, the paper) | latest (D_k = D_0 + S_k: each round's rows "
+                                       "replace the last round's; beyond the paper)."),
     synthetic_seeds: bool = typer.Option(False, "--synthetic-seeds", help="Also seed from synthetic rows already in D_k."),
     drop_known: bool = DropKnownOpt,
     seed_max_items: int = SeedMaxItemsOpt,
@@ -84,7 +87,7 @@ def loop_cmd(
                      gen=GenConfig(tau=tau, p=p, m=m, max_len=max_len, keep_failing=keep_failing, start=start,
                                    sample_topk=sample_topk, temperature=temperature, synthetic_seeds=synthetic_seeds,
                                    drop_known=drop_known, seed_max_items=seed_max_items, batch_size=gen_batch).__dict__,
-                     acquire=acq.__dict__ if cap_per_seed else {})   # {}: the paper's RSIR, and configs as before
+                     acquire=acq.__dict__ if cap_per_seed else {}, synthetic_rows=synthetic_rows)   # {}: the paper's RSIR, and configs as before
     if backend not in ("onnxruntime", "tensorrt", "torch", "reference"):
         raise RsirError(f"--backend: {backend!r} is not one of onnxruntime, tensorrt, torch, reference")
     ds = open_dataset(data, max_len=max_len)
