@@ -111,6 +111,7 @@ CASES = [
     ("loop-weight-decay", "loop --weight-decay -0.5 --out {o}", r"--weight-decay must be >= 0"),
     ("loop-synthetic-weight", "loop --synthetic-weight 0 --out {o}", r"--synthetic-weight must be > 0"),
     ("loop-synthetic-rows", "loop --synthetic-rows last --out {o}", r"--synthetic-rows: 'last' is not one of all \| latest"),
+    ("loop-min-len", "loop --min-len 51 --out {o}", r"--max-len 50 must be >= --min-len 51 >= 1"),
     ("loop-backend", "loop --backend tvm --out {o}", r"--backend: 'tvm'"),
     ("loop-layout", "loop --layout pre --out {o}", r"--layout: 'pre' is not one of recbole, kang"),
     ("loop-batching", "loop --batching bucket --out {o}", r"--batching: 'bucket' is not one of random, length"),

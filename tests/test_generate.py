@@ -243,6 +243,15 @@ def test_seed_max_items_generates_from_the_short_seeds_alone(engines, ml100k):
     assert as_bytes(run(onnx, "onnxruntime", data, m=3, seed=7, seed_max_items=10_000)) == as_bytes(run(onnx, "onnxruntime", data, m=3, seed=7))
 
 
+def test_min_len_keeps_exactly_the_longer_sequences_of_the_same_draws(engines, ml100k):
+    _, onnx = engines["sasrec-greedy"]
+    data = subset(ml100k, 200)
+    paper = run(onnx, "onnxruntime", data, m=3, seed=7)
+    longer = run(onnx, "onnxruntime", data, m=3, seed=7, min_len=5)
+    assert as_bytes(longer) == [s.tobytes() for s in paper.synthetic.sequences if len(s) >= 5]   # order kept
+    assert 0 < longer.stats["kept"] < paper.stats["kept"]
+
+
 def test_validation_and_test_targets_are_never_used(engines, ml100k):
     _, onnx = engines["sasrec"]
     a = run(onnx, "onnxruntime", ml100k, m=1)
@@ -256,7 +265,7 @@ def test_validation_and_test_targets_are_never_used(engines, ml100k):
 @pytest.mark.parametrize("field,value,message", [
     ("tau", 0, "--tau must be >= 1"), ("p", 1.5, r"--p must be in \[0, 1\]"), ("m", 0, "--m must be >= 1"),
     ("batch_size", 0, "--batch-size must be >= 1"), ("start", "middle", "--start"),
-    ("seed_max_items", -1, "--seed-max-items must be >= 0"),
+    ("seed_max_items", -1, "--seed-max-items must be >= 0"), ("min_len", 0, "--min-len 0 >= 1"),
     ("workers", -1, "--workers must be >= 0"),
 ])
 def test_bad_generation_settings(field, value, message):

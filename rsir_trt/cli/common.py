@@ -32,6 +32,7 @@ DropKnownOpt = typer.Option(False, "--drop-known", help="Also drop generated seq
                             "row (real or earlier synthetic): they add no new transition, only weight (beyond the paper).")
 SeedMaxItemsOpt = typer.Option(0, "--seed-max-items", help="Seed only from sequences of at most this many training items, "
                                "the sparse users (beyond the paper; 0: every seed).")
+MinLenOpt = typer.Option(3, "--min-len", help="Keep generated sequences of at least this many items (the paper's 3).")
 
 
 def epoch_line(epoch: int, loss: float, row: dict, is_best: bool, lr: float) -> str:

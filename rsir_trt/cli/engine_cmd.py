@@ -12,7 +12,7 @@ from ..data import SequenceData, add_synthetic_file, check_trained_on, open_data
 from ..errors import RsirError
 from ..generate import GenConfig, generate
 from ..runtime import open_runtime
-from .common import DropKnownOpt, FormatOpt, SeedMaxItemsOpt, console, err_console
+from .common import DropKnownOpt, FormatOpt, MinLenOpt, SeedMaxItemsOpt, console, err_console
 
 
 def build_engine_cmd(
@@ -52,6 +52,7 @@ def generate_cmd(
     provider: str = typer.Option("cpu", "--provider", help="onnxruntime provider: cpu | cuda | tensorrt"),
     tau: int = typer.Option(10, "--tau"), p: float = typer.Option(0.5, "--p"), m: int = typer.Option(5, "--m"),
     max_len: int = typer.Option(50, "--max-len"),
+    min_len: int = MinLenOpt,
     keep_failing: bool = typer.Option(False, "--keep-failing", help="Keep the item before a failing check (authors' code)."),
     start: str = typer.Option("first", "--start", help="first | prefix | item"),
     sample_topk: int = typer.Option(0, "--sample-topk", help="0 = greedy; k = top-k sampling."),
@@ -66,7 +67,7 @@ def generate_cmd(
     workers: int = typer.Option(0, "--workers", help="Workers run side by side, one engine session each (onnxruntime), taking seeds from one queue; 0 = one per CPU thread on CPU. Never changes the output."),
 ):
     """Generate synthetic sequences with fidelity control; writes them + a JSON summary."""
-    cfg = GenConfig(tau=tau, p=p, m=m, max_len=max_len, keep_failing=keep_failing, start=start,
+    cfg = GenConfig(tau=tau, p=p, m=m, max_len=max_len, min_len=min_len, keep_failing=keep_failing, start=start,
                     sample_topk=sample_topk, temperature=temperature, synthetic_seeds=synthetic_seeds,
                     drop_known=drop_known, seed_max_items=seed_max_items, seed=seed, batch_size=batch_size, workers=workers)
     cfg.check()

@@ -13,7 +13,7 @@ from ..errors import RsirError
 from ..generate import GenConfig
 from ..report import markdown, users_markdown
 from ..system import cpu_threads
-from .common import BatchingOpt, DataOpt, DropKnownOpt, LayoutOpt, LrDropsOpt, SeedMaxItemsOpt, console, epoch_line
+from .common import BatchingOpt, DataOpt, DropKnownOpt, LayoutOpt, LrDropsOpt, MinLenOpt, SeedMaxItemsOpt, console, epoch_line
 
 if TYPE_CHECKING:   # torch: the commands import it when they run
     from ..loop import LoopConfig
@@ -32,6 +32,7 @@ def loop_cmd(
     stop_early: bool = typer.Option(False, "--stop-early", help="Stop when validation stops improving."),
     backend: str = typer.Option("onnxruntime", "--backend", help="onnxruntime | tensorrt | torch | reference"),
     max_len: int = typer.Option(50, "--max-len"),
+    min_len: int = MinLenOpt,
     dim: int = typer.Option(64, "--dim"),
     dropout: float = typer.Option(0.5, "--dropout"),
     layout: str = LayoutOpt,
@@ -84,7 +85,7 @@ def loop_cmd(
                      dropout=dropout, layout=layout, seed=seed,
                      train=TrainConfig(loss=loss, lr=lr, weight_decay=weight_decay, batch_size=batch_size, epochs=epochs, patience=patience, lr_drops=lr_drops,
                                          batching=batching, synthetic_weight=synthetic_weight).__dict__,
-                     gen=GenConfig(tau=tau, p=p, m=m, max_len=max_len, keep_failing=keep_failing, start=start,
+                     gen=GenConfig(tau=tau, p=p, m=m, max_len=max_len, min_len=min_len, keep_failing=keep_failing, start=start,
                                    sample_topk=sample_topk, temperature=temperature, synthetic_seeds=synthetic_seeds,
                                    drop_known=drop_known, seed_max_items=seed_max_items, batch_size=gen_batch).__dict__,
                      acquire=acq.__dict__ if cap_per_seed else {}, synthetic_rows=synthetic_rows)   # {}: the paper's RSIR, and configs as before
