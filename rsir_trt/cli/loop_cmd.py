@@ -88,7 +88,8 @@ def loop_cmd(
                      gen=GenConfig(tau=tau, p=p, m=m, max_len=max_len, min_len=min_len, keep_failing=keep_failing, start=start,
                                    sample_topk=sample_topk, temperature=temperature, synthetic_seeds=synthetic_seeds,
                                    drop_known=drop_known, seed_max_items=seed_max_items, batch_size=gen_batch).__dict__,
-                     acquire=acq.__dict__ if cap_per_seed else {}, synthetic_rows=synthetic_rows)   # {}: the paper's RSIR, and configs as before
+                     synthetic_rows=synthetic_rows,
+                     acquire=acq.__dict__ if cap_per_seed else {})   # {}: the paper's RSIR, and configs as before
     if backend not in ("onnxruntime", "tensorrt", "torch", "reference"):
         raise RsirError(f"--backend: {backend!r} is not one of onnxruntime, tensorrt, torch, reference")
     ds = open_dataset(data, max_len=max_len)
