@@ -193,16 +193,20 @@ class Run:
         if step not in self.done:
             self.mark(step)
 
+    def teacher_runtime(self, k: int, gcfg: GenConfig):
+        """The runtime that generates round k + 1: f_k's engine (or checkpoint)."""
+        from .build import engine_path
+        from .runtime import open_runtime
+        b = self.cfg.backend
+        source = self.it(k) / f"{self.cfg.teacher}.pt" if b in ("torch", "reference") else engine_path(self.it(k) / "engine", b)
+        return open_runtime(source, b, topk=gcfg.sample_topk)
+
     def generate_step(self, k: int, data: SequenceData) -> None:
         step = f"iter{k}/generate"
         if step in self.done:
             return
-        from .build import engine_path
-        from .runtime import open_runtime
         gcfg = GenConfig(**{**self.cfg.gen, "seed": self.cfg.seed + k})
-        b = self.cfg.backend
-        source = self.it(k) / f"{self.cfg.teacher}.pt" if b in ("torch", "reference") else engine_path(self.it(k) / "engine", b)
-        runtime = open_runtime(source, b, topk=gcfg.sample_topk)
+        runtime = self.teacher_runtime(k, gcfg)
         runtime.meta.check(str(self.it(k)), item_tokens=data.item_tokens, max_len=gcfg.max_len)
         self.log(f"iter {k}: generating with {self.cfg.teacher} on {runtime.name}")
         result = generate(runtime, data, gcfg, iteration=k + 1)
