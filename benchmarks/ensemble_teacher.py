@@ -50,13 +50,15 @@ class Ensemble(torch.nn.Module):
         self.members = torch.nn.ModuleList(models)
         self.config = models[0].config
         self.n = len(models[0].cache_shapes(1))
+        # the members are frozen: concatenated once, not at every step (the decode step reads it)
+        self.weight = torch.cat([m.item_weight for m in models], dim=1).detach()
 
     def encode(self, seqs: torch.Tensor) -> torch.Tensor:
         return torch.cat([m.encode(seqs) for m in self.members], dim=2)
 
     @property
     def item_weight(self) -> torch.Tensor:
-        return torch.cat([m.item_weight for m in self.members], dim=1)
+        return self.weight
 
     def cache_shapes(self, batch: int):
         return [(f"c{j}", s) for j, (_, s) in enumerate(sum((m.cache_shapes(batch) for m in self.members), []))]
