@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from rsir_trt import user_ranks
-from rsir_trt.by_length import rank_again
+from rsir_trt.user_groups import rank_again
 
 
 def main(runs: list[str]) -> int:

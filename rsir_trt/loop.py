@@ -260,7 +260,8 @@ class Run:
 
     def report(self) -> dict:
         from .report import write_report
-        return write_report(self.root, self.cfg)
+        from .user_groups import popularity_ranks
+        return write_report(self.root, self.cfg, popularity_ranks(self.base)[self.base.eval_inputs("test")[1]])
 
 
 def read_config(path: Path) -> LoopConfig:

@@ -10,6 +10,7 @@ from .atomic import atomic_path, write_json, write_text
 KEYS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
 CHANGE_KEYS = ("recall@10", "ndcg@10")  # the changes over iteration 0 that the comparisons report
 HISTORY_EDGES = [5, 10, 20]  # the report's history-length buckets: up to 5 items, 6-10, 11-20, 21+
+POPULARITY_EDGES = [100, 1000]  # its target-popularity buckets: the 100 most trained items, 101-1000, the tail
 SELECT_BY = "ndcg@20"  # the validation metric training stops on; the report picks an iteration with it too
 
 
@@ -59,11 +60,12 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_users(root: Path, student: str, iterations: int) -> dict | None:
+def test_users(root: Path, student: str, iterations: int, target_rank=None) -> dict | None:
     """From the recorded per-user test ranks (runs since session 32; None for older runs):
     each iteration's change against iteration 0 with its 95% interval over the test users,
-    and the test metrics by history length."""
-    from .by_length import metrics_by_length
+    and the test metrics by history length (and by `target_rank`, each test target's
+    popularity rank, when given)."""
+    from .user_groups import POPULARITY, metrics_by_group
     paths = [user_ranks.ranks_path(root / f"iter{k}", student) for k in range(iterations)]
     if not all(p.exists() for p in paths):
         return None
@@ -71,8 +73,12 @@ def test_users(root: Path, student: str, iterations: int) -> dict | None:
     base, history = loaded[0]
     changes = [{key: list(user_ranks.change_interval(ranks, base, key)) for key in CHANGE_KEYS}
                for ranks, _ in loaded[1:]]
-    return {"change_ci95_over_users": changes, "history_edges": HISTORY_EDGES,
-            "by_length": [metrics_by_length(ranks, history, HISTORY_EDGES) for ranks, _ in loaded]}
+    out = {"change_ci95_over_users": changes, "history_edges": HISTORY_EDGES,
+           "by_length": [metrics_by_group(ranks, history, HISTORY_EDGES) for ranks, _ in loaded]}
+    if target_rank is not None:
+        out.update(popularity_edges=POPULARITY_EDGES,
+                   by_popularity=[metrics_by_group(ranks, target_rank, POPULARITY_EDGES, POPULARITY.key) for ranks, _ in loaded])
+    return out
 
 
 def users_markdown(users: dict) -> str:
@@ -82,14 +88,18 @@ def users_markdown(users: dict) -> str:
     for k, ch in enumerate(users["change_ci95_over_users"], start=1):
         cells = [f"{m:+.1f}% [{m - h:+.1f}, {m + h:+.1f}]" for m, h in (ch[key] for key in CHANGE_KEYS)]
         lines.append(f"| {k} | {' | '.join(cells)} |")
-    per_it = users["by_length"]
-    lines += ["\nTest R@10 by history length (items before the test target), change against iteration 0:\n",
-              "| history | users | " + " | ".join(f"iter {k}" for k in range(len(per_it))) + " |",
-              "|---|---:|" + "---:|" * len(per_it)]
-    for b, row in enumerate(per_it[0]):
-        cells = [f"{row['recall@10']:.4f}"] + [f"{it[b]['recall@10']:.4f} ({gain(it[b], row, 'recall@10'):+.1f}%)"
-                                               for it in per_it[1:]]
-        lines.append(f"| {row['history']} | {row['users']:,} | {' | '.join(cells)} |")
+    from .user_groups import HISTORY, POPULARITY
+    for g in (HISTORY, POPULARITY):
+        per_it = users.get(g.section)
+        if not per_it:   # reports from before session 52 have no popularity buckets
+            continue
+        lines += [f"\nTest R@10 by {g.title}, change against iteration 0:\n",
+                  f"| {g.column} | users | " + " | ".join(f"iter {k}" for k in range(len(per_it))) + " |",
+                  "|---|---:|" + "---:|" * len(per_it)]
+        for b, row in enumerate(per_it[0]):
+            cells = [f"{row['recall@10']:.4f}"] + [f"{it[b]['recall@10']:.4f} ({gain(it[b], row, 'recall@10'):+.1f}%)"
+                                                   for it in per_it[1:]]
+            lines.append(f"| {row[g.key]} | {row['users']:,} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -114,11 +124,12 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def write_report(root: Path, cfg) -> dict:
+def write_report(root: Path, cfg, target_rank=None) -> dict:
+    """`target_rank`: each test user's target's popularity rank, for the table by popularity."""
     rows = collect(Path(root), cfg.student)
     title = f"RSIR on {cfg.data or 'ml-100k'}: teacher {cfg.teacher}, student {cfg.student}"
     report = {"title": title, "iterations": rows, "selected_iteration": selected(rows), "selected_by": f"valid {SELECT_BY}"}
-    users = test_users(Path(root), cfg.student, len(rows))
+    users = test_users(Path(root), cfg.student, len(rows), target_rank)
     if users:
         report["test_users"] = users
     write_json(root / "report.json", report)

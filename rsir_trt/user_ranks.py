@@ -1,7 +1,7 @@
 """Each test user's rank of the target, recorded by the loop for every model it trains.
 
 The ranks give, without the model or torch, the metrics (`metrics_from_ranks`) of all
-users or of any subset (by history length: by_length.py), and how far a round's change
+users or of any subset (by history length or target popularity: user_groups.py), and how far a round's change
 stands out from the test users' sampling noise (`change_interval`)."""
 from __future__ import annotations
 

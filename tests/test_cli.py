@@ -73,6 +73,7 @@ CASES = [
     ("eval-split", "evaluate {ckpt} --split train", r"unknown split 'train'"),
     ("eval-by-length", "evaluate {ckpt} --by-length 10,5", r"--by-length: give increasing history lengths >= 1, got '10,5'"),
     ("eval-by-length-text", "evaluate {ckpt} --by-length 5,x", r"--by-length: '5,x' is not a comma-separated list"),
+    ("eval-by-popularity", "evaluate {ckpt} --by-popularity 0,100", r"--by-popularity: give increasing popularity ranks >= 1, got '0,100'"),
     ("eval-other-data", "evaluate {ckpt} --data {d}/other_users.txt",
      r"--data .*other_users.txt: the model was trained on ml-100k \(943 users, 39,929 interactions\), not on this "
      r"data \(other_users \(2 users, 8 interactions\)\); --other-data uses it anyway"),
@@ -192,6 +193,11 @@ def test_commands_work_end_to_end(sasrec_ckpt, tmp_path, capsys):
     assert [b["history"] for b in buckets[:-1]] == ["1-20", "21-50"]   # ml-100k at max_len 50: no 51+ user
     assert sum(b["users"] for b in buckets[:-1]) == 943
     assert sum(b["users"] * b["recall@10"] for b in buckets[:-1]) == pytest.approx(943 * whole["recall@10"])
+    assert main(["evaluate", str(sasrec_ckpt), "--json", "--by-popularity", "10,100"]) == 0
+    heads = json.loads(capsys.readouterr().out)["by_popularity"]
+    assert [b["target_rank"] for b in heads] == ["1-10", "11-100", "101+", "all"] and heads[-1]["users"] == 943
+    assert sum(b["users"] * b["recall@10"] for b in heads[:-1]) == pytest.approx(943 * whole["recall@10"])
+    assert heads[0]["recall@10"] > heads[2]["recall@10"]   # the most trained items are the easiest targets
     assert main(["build-engine", str(sasrec_ckpt), "--out", str(tmp_path / "e")]) == 0
     out = tmp_path / "syn.txt"
     assert main(["generate", "--engine", str(tmp_path / "e.onnx"), "--out", str(out), "--m", "1"]) == 0

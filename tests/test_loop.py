@@ -66,7 +66,15 @@ def test_loop_writes_report_plot_and_data(reference_run):
     assert users["change_ci95_over_users"][0]["recall@10"][0] == pytest.approx(
         100 * (report["iterations"][1]["test"]["recall@10"] / report["iterations"][0]["test"]["recall@10"] - 1))
     assert [b["users"] for b in users["by_length"][0]][-1] == 943
-    assert "95% interval over the test users" in (reference_run / "report.md").read_text()
+    # by the target's popularity in ml-100k's training data: every user in one bucket, the
+    # buckets' hits add up to the whole, and the most trained items are the easiest targets
+    for it, row in zip(users["by_popularity"], report["iterations"]):
+        assert [b["target_rank"] for b in it] == ["1-100", "101-1000", "1001+", "all"]
+        assert sum(b["users"] for b in it[:-1]) == 943 and it[-1]["recall@10"] == row["test"]["recall@10"]
+        assert sum(b["users"] * b["recall@10"] for b in it[:-1]) == pytest.approx(943 * row["test"]["recall@10"])
+        assert it[0]["recall@10"] > it[2]["recall@10"]
+    text = (reference_run / "report.md").read_text()
+    assert "95% interval over the test users" in text and "| target rank | users | iter 0 | iter 1 |" in text
 
 
 @pytest.mark.parametrize("point", KILL_POINTS)
@@ -274,13 +282,18 @@ def test_seeds_run_as_their_standalone_loops_and_are_compared(reference_run, tmp
     assert "2 runs" in (root / "compare.md").read_text()
     # seed 4's last model as in a run from before the ranks were recorded: evaluated again
     (root / "seed-4" / "iter1" / "test-ranks-sasrec.npz").rename(tmp_path / "ranks.npz")
-    by = cli(["compare", str(root / "seed-3"), str(root / "seed-4"), "--by-length", "30", "--out", str(tmp_path / "c")])
+    by = cli(["compare", str(root / "seed-3"), str(root / "seed-4"), "--by-length", "30", "--by-popularity", "50",
+              "--out", str(tmp_path / "c")])
     assert by.returncode == 0, by.stderr
     assert " ".join(by.stdout.split()).count("evaluated again") == 1
-    split = json.loads((tmp_path / "c.json").read_text())["by_length"]["iterations"][0]["buckets"]
+    c = json.loads((tmp_path / "c.json").read_text())
+    split, heads = (c[s]["iterations"][0]["buckets"] for s in ("by_length", "by_popularity"))
     assert [b["history"] for b in split] == ["1-30", "31+", "all"] and split[0]["users"] + split[1]["users"] == 943
+    assert [b["target_rank"] for b in heads] == ["1-50", "51+", "all"] and heads[0]["users"] + heads[1]["users"] == 943
     # the 'all' row: the loops' own test gains, to rounding (recorded and re-evaluated alike)
-    assert split[2]["own_gains"]["recall@10"] == pytest.approx(summary["iterations"][1]["own_gains"], abs=1e-6)
+    for rows in (split, heads):
+        assert rows[2]["own_gains"]["recall@10"] == pytest.approx(summary["iterations"][1]["own_gains"], abs=1e-6)
+    assert "| target rank | users |" in (tmp_path / "c.md").read_text()
     (tmp_path / "ranks.npz").rename(root / "seed-4" / "iter1" / "test-ranks-sasrec.npz")
     again = cli([*SEEDLESS, "--seeds", "3,4", "--out", str(root)])
     assert again.returncode == 2 and "run directory exists" in again.stderr

@@ -59,15 +59,33 @@ def test_constant_or_nan_scores_rank_last():
 
 
 def test_metrics_by_history_length_hand_computed():
-    from rsir_trt.by_length import bucket_labels, metrics_by_length
+    from rsir_trt.user_groups import bucket_labels, metrics_by_group
     assert bucket_labels([1, 2, 5]) == ["1", "2", "3-5", "6+"]
     # five users: ranks 0, 3 in bucket 1-5; 12, 1 in 6-10; 9 in 11+
-    rows = metrics_by_length(np.array([0, 3, 12, 9, 1]), np.array([2, 5, 6, 30, 7]), [5, 10, 40])
+    rows = metrics_by_group(np.array([0, 3, 12, 9, 1]), np.array([2, 5, 6, 30, 7]), [5, 10, 40])
     assert [(r["history"], r["users"]) for r in rows] == [("1-5", 2), ("6-10", 2), ("11-40", 1), ("all", 5)]
     assert [r["recall@10"] for r in rows] == [1.0, 0.5, 1.0, 0.8]   # bucket 41+ is empty: left out
     assert rows[0]["ndcg@10"] == pytest.approx((1 + 1 / math.log2(5)) / 2)
     assert rows[1]["ndcg@10"] == pytest.approx(1 / math.log2(3) / 2)
     assert rows[2]["ndcg@10"] == pytest.approx(1 / math.log2(11))
+
+
+def test_popularity_ranks_count_real_training_items_only():
+    """Training prefixes [3, 1], [4, 3, 3], [3]: item 3 has four interactions, 1 and 4 one each
+    (a tie: the lower id first); 2 is only a validation or test target and 5 a test target
+    and in a synthetic row: neither counts."""
+    from rsir_trt.data import SequenceData
+    from rsir_trt.data.dataset import Synthetic
+    from rsir_trt.user_groups import POPULARITY, metrics_by_group, popularity_ranks
+    seqs = [np.array(s) for s in ([3, 1, 2, 2], [4, 3, 3, 2, 1], [3, 2, 5])]
+    data = SequenceData("hand", ["a", "b", "c"], ["<pad>", "i1", "i2", "i3", "i4", "i5"], seqs,
+                        Synthetic([np.array([5, 5, 5, 5])], [0], [1]))
+    ranks = popularity_ranks(data)
+    assert ranks.tolist() == [6, 2, 4, 1, 3, 5]
+    targets = data.eval_inputs("test")[1]                    # 2, 1, 5 -> popularity ranks 4, 2, 5
+    rows = metrics_by_group(np.array([0, 15, 4]), ranks[targets], [2, 4], POPULARITY.key)
+    assert [(r["target_rank"], r["users"], r["recall@5"]) for r in rows] == [("1-2", 1, 0.0), ("3-4", 1, 1.0),
+                                                                              ("5+", 1, 1.0), ("all", 3, 2 / 3)]
 
 
 def test_change_interval_over_users_hand_computed():

@@ -128,7 +128,7 @@ def test_a_variant_that_trains_otherwise_is_set_against_the_controls_baseline(tm
 
 def test_compare_measures_over_a_later_iteration_when_asked(tmp_path, capsys):
     """--base-iteration 1: every change is over each run's own iteration 1 (do later rounds add?)."""
-    from rsir_trt.by_length import summarise as by_length
+    from rsir_trt.user_groups import summarise as by_length
     from rsir_trt.cli import main
     from rsir_trt.replicates import load_run, markdown, summarise
     a = write_run(tmp_path / "a", 0, [row(0, 0.03, 0.040), row(1, 0.03, 0.050), row(2, 0.03, 0.055)])

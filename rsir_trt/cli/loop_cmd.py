@@ -161,6 +161,9 @@ def compare_cmd(
     by_length: Optional[str] = typer.Option(None, "--by-length", help="Also the gains by the users' history length, "
                                             "in buckets up to these lengths (e.g. 5,10,20); from the test ranks each loop "
                                             "records (older runs' models are evaluated again)."),
+    by_popularity: Optional[str] = typer.Option(None, "--by-popularity", help="Also the gains by the test target's "
+                                                "popularity rank in the real training data, in buckets up to these "
+                                                "ranks (e.g. 100,1000: head, torso, tail)."),
     base_iteration: int = typer.Option(0, "--base-iteration", help="Measure every change over this iteration "
                                        "instead of iteration 0 (e.g. 3: do rounds 4 and 5 add to round 3?)."),
 ):
@@ -170,29 +173,33 @@ def compare_cmd(
     if control and base_iteration:
         raise RsirError("--base-iteration: not with --against (which sets each seed's gains over iteration 0 "
                         "against the control's)")
-    show_comparison(runs, out, control, by_length, base_iteration)
+    show_comparison(runs, out, control, by_length, by_popularity, base_iteration)
 
 
 def show_comparison(runs: list[Path], out: Optional[Path], control: Optional[list[Path]] = None,
-                    by_length: Optional[str] = None, base: int = 0) -> None:
+                    by_length: Optional[str] = None, by_popularity: Optional[str] = None, base: int = 0) -> None:
     """Print the runs' comparison (and their contrast with `control`, and their gains by
-    history length), every change over iteration `base`; with `out`, also write it to
-    out.md and out.json."""
+    history length or target popularity), every change over iteration `base`; with `out`,
+    also write it to out.md and out.json."""
     from .. import replicates
-    if by_length is not None:
-        from .. import by_length as bl
-        edges = bl.parse_edges(by_length)
+    from .. import user_groups as ug
+    groupings = [(g, ug.parse_edges(text, g)) for g, text in ((ug.HISTORY, by_length), (ug.POPULARITY, by_popularity))
+                 if text is not None]
     loaded = [replicates.load_run(r) for r in runs]
     summary = replicates.summarise(loaded, base)
     text = replicates.markdown(summary)
     if control:
         summary["contrast"] = replicates.contrast(loaded, [replicates.load_run(r) for r in control])
         text += "\n" + replicates.contrast_markdown(summary["contrast"])
-    if by_length is not None:
-        per_run = bl.runs_by_length(summary["runs"], loaded[0]["config"], len(summary["iterations"]), edges,
-                                    say=lambda msg: console.print(f"[dim]{msg}[/dim]"))
-        summary["by_length"] = bl.summarise(summary["runs"], per_run, base)
-        text += "\n" + bl.markdown(summary["by_length"], edges)
+    if groupings:
+        cfg = loaded[0]["config"]
+        ranks, history = ug.runs_test_ranks(summary["runs"], cfg, len(summary["iterations"]),
+                                            say=lambda msg: console.print(f"[dim]{msg}[/dim]"))
+    for g, edges in groupings:
+        values = ug.group_values(g, summary["runs"][0], cfg, history)
+        per_run = [[ug.metrics_by_group(r, values, edges, g.key) for r in run] for run in ranks]
+        summary[g.section] = ug.summarise(summary["runs"], per_run, base, g.key)
+        text += "\n" + ug.markdown(summary[g.section], edges, g)
     if out:  # the atomic writes refuse a missing or read-only directory, before writing anything
         write_text(out.with_suffix(".md"), text)
         write_json(out.with_suffix(".json"), summary)

@@ -105,13 +105,16 @@ def evaluate_cmd(
     other_data: bool = typer.Option(False, "--other-data", help="Evaluate on data other than the training data (same item catalogue)."),
     by_length: Optional[str] = typer.Option(None, "--by-length", help="Also by the users' history length, in buckets "
                                             "up to these lengths (e.g. 5,10,20)."),
+    by_popularity: Optional[str] = typer.Option(None, "--by-popularity", help="Also by the target's popularity rank "
+                                                "in the training data, in buckets up to these ranks (e.g. 100,1000)."),
 ):
     """Full-ranking Recall/NDCG@5/10/20 and MRR of a checkpoint, history items excluded."""
     from .. import checkpoint
-    from ..by_length import metrics_by_length, parse_edges
     from ..evaluate import rank_users
+    from ..user_groups import HISTORY, POPULARITY, metrics_by_group, parse_edges, popularity_ranks
     from ..user_ranks import metrics_from_ranks
-    edges = parse_edges(by_length) if by_length is not None else None
+    groupings = [(g, parse_edges(text, g)) for g, text in ((HISTORY, by_length), (POPULARITY, by_popularity))
+                 if text is not None]
     net, payload = checkpoint.load_model(ckpt)
     info = payload.get("data", {})
     ds = open_dataset(data or info.get("source"), fmt if data else info.get("format", "auto"),
@@ -122,12 +125,13 @@ def evaluate_cmd(
     ranks = rank_users(net, inputs, targets)
     m = metrics_from_ranks(ranks)
     title = f"{net.config.kind} on {ds.name} ({split})"
-    if edges:
-        m["by_length"] = metrics_by_length(ranks, [len(s) for s in inputs], edges)
+    values = {HISTORY: [len(s) for s in inputs], POPULARITY: popularity_ranks(ds)[targets] if by_popularity else None}
+    for g, edges in groupings:
+        m[g.section] = metrics_by_group(ranks, values[g], edges, g.key)
     if json_out:
         console.print_json(json.dumps(m))
-    elif edges:
-        rows = {f"history {r['history']} ({r['users']:,} users)": r for r in m["by_length"][:-1]}
-        console.print(metrics_table(f"{title}, by history length", {**rows, f"all ({len(inputs):,} users)": m}))
-    else:
+    for g, edges in [] if json_out else groupings:
+        rows = {f"{g.column} {r[g.key]} ({r['users']:,} users)": r for r in m[g.section][:-1]}
+        console.print(metrics_table(f"{title}, by {g.column}", {**rows, f"all ({len(inputs):,} users)": m}))
+    if not json_out and not groupings:
         console.print(metrics_table(title, {split: m}))
