@@ -97,8 +97,8 @@ def users_markdown(users: dict) -> str:
                   f"| {g.column} | users | " + " | ".join(f"iter {k}" for k in range(len(per_it))) + " |",
                   "|---|---:|" + "---:|" * len(per_it)]
         for b, row in enumerate(per_it[0]):
-            cells = [f"{row['recall@10']:.4f}"] + [f"{it[b]['recall@10']:.4f} ({gain(it[b], row, 'recall@10'):+.1f}%)"
-                                                   for it in per_it[1:]]
+            change = lambda now: f" ({gain(now, row, 'recall@10'):+.1f}%)" if row["recall@10"] else ""  # none from 0
+            cells = [f"{row['recall@10']:.4f}"] + [f"{it[b]['recall@10']:.4f}{change(it[b])}" for it in per_it[1:]]
             lines.append(f"| {row[g.key]} | {row['users']:,} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
 

@@ -1,10 +1,9 @@
 """Where a gain comes from: test metrics of groups of test users.
 
-The overall gain averages very different users, so the comparison of loops over seeds
-(and `evaluate`) can split the test users into buckets of one integer per user:
-- history: the items before the test target (`--by-length 5,10,20`, and the loop's
-  report). RSIR seeds its synthetic sequences from real users, and the paper's case for
-  it is sparse histories.
+The overall gain averages very different users, so the comparison of loops over seeds,
+`evaluate` and every loop's report split the test users into buckets of one integer per user:
+- history: the items before the test target (`--by-length 5,10,20`). RSIR seeds its
+  synthetic sequences from real users, and the paper's case for it is sparse histories.
 - target popularity: the test target's rank by interactions in the real training data,
   1 = the most (`--by-popularity 100,1000`: head, torso, tail). A model's own sequences
   lean to the items it already ranks high, so a gain can sit in the head alone."""
@@ -34,7 +33,7 @@ class Grouping:
 HISTORY = Grouping("history", "by_length", "--by-length", "history lengths", "history",
                    "the user's history length (items before the test target)")
 POPULARITY = Grouping("target_rank", "by_popularity", "--by-popularity", "popularity ranks", "target rank",
-                      "the test target's popularity rank (1 = the item with the most real training interactions)")
+                      "the target's popularity rank (1 = the item with the most real training interactions)")
 
 
 def parse_edges(text: str, grouping: Grouping = HISTORY) -> list[int]:

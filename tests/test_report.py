@@ -1,4 +1,6 @@
 """The loop report's choice of iteration: by validation only, earliest on ties."""
+import numpy as np
+
 from rsir_trt.report import KEYS, markdown, selected
 
 
@@ -19,6 +21,23 @@ def test_markdown_states_the_selected_iteration_and_its_gain():
     text = markdown([row(0, 0.030, 0.040), row(1, 0.031, 0.042)])
     assert "iteration 1, test R@10 0.0420 (+5.0% over iteration 0)" in text
     assert "| 0.0310 |" in text  # the selection metric is a column
+
+
+def test_report_buckets_by_target_rank_by_hand():
+    """The report's tables by history and by target popularity: a bucket's change is over
+    its own iteration 0, and none is printed where that was 0 (no relative change from 0)."""
+    from rsir_trt.report import users_markdown
+    from rsir_trt.user_groups import metrics_by_group
+    ranks0, ranks1 = np.array([0, 30, 30, 2]), np.array([0, 5, 30, 30])   # 4 users; R@10 0.5 -> 0.5
+    target_rank, history = np.array([1, 50, 500, 3]), np.array([2, 8, 12, 4])
+    users = {"change_ci95_over_users": [{"recall@10": [0.0, 0.0], "ndcg@10": [0.0, 0.0]}],
+             "by_length": [metrics_by_group(r, history, [5]) for r in (ranks0, ranks1)],
+             "by_popularity": [metrics_by_group(r, target_rank, [3, 100], "target_rank") for r in (ranks0, ranks1)]}
+    text = users_markdown(users)
+    assert "| 1-5 | 2 | 1.0000 | 0.5000 (-50.0%) |" in text and "| 6+ | 2 | 0.0000 | 0.5000 |" in text
+    assert "| target rank | users | iter 0 | iter 1 |" in text
+    assert "| 1-3 | 2 | 1.0000 | 0.5000 (-50.0%) |" in text and "| 4-100 | 1 | 0.0000 | 1.0000 |" in text
+    assert "| 101+ | 1 | 0.0000 | 0.0000 |" in text and "| all | 4 | 0.5000 | 0.5000 (+0.0%) |" in text
 
 
 def write_run(root, seed, rows, tau=10):

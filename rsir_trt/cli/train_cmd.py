@@ -132,6 +132,6 @@ def evaluate_cmd(
         console.print_json(json.dumps(m))
     for g, edges in [] if json_out else groupings:
         rows = {f"{g.column} {r[g.key]} ({r['users']:,} users)": r for r in m[g.section][:-1]}
-        console.print(metrics_table(f"{title}, by {g.column}", {**rows, f"all ({len(inputs):,} users)": m}))
+        console.print(metrics_table(f"{title}, by {g.title}", {**rows, f"all ({len(inputs):,} users)": m}))
     if not json_out and not groupings:
         console.print(metrics_table(title, {split: m}))
