@@ -125,7 +125,8 @@ def rank_again(path: Path, cfg: dict, say) -> tuple[np.ndarray, np.ndarray]:
 
 def summarise(roots: list[str], per_run: list[list[list[dict]]], base: int = 0, key: str = HISTORY.key) -> dict:
     """Per iteration but `base` and per bucket: the runs' mean metrics at iteration `base`
-    and at it, the gain of the means, and each run's own gain with its paired 95% interval."""
+    and at it, the gain of the means, and each run's own gain with its paired 95% interval
+    (None where a base is 0: no relative change from 0; a small bucket can hit no target)."""
     from .replicates import paired_interval
     iterations = []
     for i in (i for i in range(len(per_run[0])) if i != base):
@@ -133,10 +134,11 @@ def summarise(roots: list[str], per_run: list[list[list[dict]]], base: int = 0, 
         for b, row in enumerate(per_run[0][base]):
             then = {k: statistics.mean(r[base][b][k] for r in per_run) for k in CHANGE_KEYS}
             now = {k: statistics.mean(r[i][b][k] for r in per_run) for k in CHANGE_KEYS}
-            own = {k: [gain(r[i][b], r[base][b], k) for r in per_run] for k in CHANGE_KEYS}
+            own = {k: [gain(r[i][b], r[base][b], k) if r[base][b][k] else None for r in per_run] for k in CHANGE_KEYS}
             buckets.append({key: row[key], "users": row["users"], "mean_base": then, "mean": now,
-                            "gain_of_means": {k: gain(now, then, k) for k in CHANGE_KEYS}, "own_gains": own,
-                            "own_gain_ci95": {k: list(paired_interval(g)) for k, g in own.items()}})
+                            "gain_of_means": {k: gain(now, then, k) if then[k] else None for k in CHANGE_KEYS},
+                            "own_gains": own,
+                            "own_gain_ci95": {k: None if None in g else list(paired_interval(g)) for k, g in own.items()}})
         iterations.append({"iteration": i, "buckets": buckets})
     return {"runs": roots, "base_iteration": base, "iterations": iterations}
 
@@ -149,8 +151,10 @@ def markdown(summary: dict, edges: list[int], grouping: Grouping = HISTORY) -> s
                       "each run's own ΔR@10, mean [95% CI] | ΔN@10 of means | own ΔN@10, mean [95% CI] |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
         for b in it["buckets"]:
-            ci = {k: f"{m:+.1f}% [{m - h:+.1f}, {m + h:+.1f}]" for k, (m, h) in b["own_gain_ci95"].items()}
+            ci = {k: "-" if c is None else f"{c[0]:+.1f}% [{c[0] - c[1]:+.1f}, {c[0] + c[1]:+.1f}]"
+                  for k, c in b["own_gain_ci95"].items()}
+            of_means = {k: "-" if g is None else f"{g:+.1f}%" for k, g in b["gain_of_means"].items()}
             lines.append(f"| {b[grouping.key]} | {b['users']:,} | {b['mean_base']['recall@10']:.4f} -> "
-                         f"{b['mean']['recall@10']:.4f} | {b['gain_of_means']['recall@10']:+.1f}% | {ci['recall@10']} | "
-                         f"{b['gain_of_means']['ndcg@10']:+.1f}% | {ci['ndcg@10']} |")
+                         f"{b['mean']['recall@10']:.4f} | {of_means['recall@10']} | {ci['recall@10']} | "
+                         f"{of_means['ndcg@10']} | {ci['ndcg@10']} |")
     return "\n".join(lines) + "\n"

@@ -147,6 +147,7 @@ def test_a_variant_that_trains_otherwise_is_set_against_the_controls_baseline(tm
 
 def test_compare_measures_over_a_later_iteration_when_asked(tmp_path, capsys):
     """--base-iteration 1: every change is over each run's own iteration 1 (do later rounds add?)."""
+    from rsir_trt.user_groups import markdown as by_length_md
     from rsir_trt.user_groups import summarise as by_length
     from rsir_trt.cli import main
     from rsir_trt.replicates import load_run, markdown, summarise
@@ -174,6 +175,13 @@ def test_compare_measures_over_a_later_iteration_when_asked(tmp_path, capsys):
     (two,) = split["iterations"][1]["buckets"]
     assert [round(g, 9) for g in two["own_gains"]["recall@10"]] == [10.0, -5.0]
     assert two["mean_base"]["recall@10"] == 0.045 and two["own_gains"]["ndcg@10"] == [0.0, 0.0]
+    # a bucket where one run's base hit no target: no relative change from 0, for that run or the means
+    zero = [[bucket(0.0), bucket(0.05)], [bucket(0.05), bucket(0.04)]]
+    (cell,) = by_length(["a", "b"], zero)["iterations"][0]["buckets"]
+    assert [g if g is None else round(g, 9) for g in cell["own_gains"]["recall@10"]] == [None, -20.0]
+    assert cell["own_gain_ci95"]["recall@10"] is None and round(cell["gain_of_means"]["recall@10"], 9) == 80.0
+    assert "| 1-5 | 7 | 0.0250 -> 0.0450 | +80.0% | - | +0.0% | +0.0% [+0.0, +0.0] |" in by_length_md(
+        by_length(["a", "b"], zero), [5])
     capsys.readouterr()
     for args, message in [(["--base-iteration", "3"], f"--base-iteration 3: {a} has iterations 0-2 only"),
                           (["--base-iteration", "1", "--against", f"{a},{b}"], "--base-iteration: not with --against")]:
