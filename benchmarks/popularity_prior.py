@@ -18,6 +18,7 @@ from rsir_trt import checkpoint
 from rsir_trt.data import open_dataset
 from rsir_trt.evaluate import rank_users
 from rsir_trt.system import configure_cpu
+from rsir_trt.user_groups import training_counts
 from rsir_trt.user_ranks import metrics_from_ranks
 
 BETAS = (0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
@@ -42,8 +43,7 @@ def main(k: int, runs: list[str]) -> None:
     for run in runs:
         model, payload = checkpoint.load_model(f"{run}/iter{k}/{json.load(open(f'{run}/config.json'))['student']}.pt")
         data = open_dataset(payload["data"]["source"], max_len=model.config.max_len, item_tokens=payload["item_tokens"])
-        counts = np.bincount(np.concatenate(data.train_sequences()), minlength=data.num_items)
-        log_pop = torch.from_numpy(np.log1p(counts).astype(np.float32))
+        log_pop = torch.from_numpy(np.log1p(training_counts(data)).astype(np.float32))
         score = lambda beta, split: metrics_from_ranks(rank_users(WithPrior(model, log_pop, beta).eval(),
                                                                   *data.eval_inputs(split)))
         with torch.no_grad():

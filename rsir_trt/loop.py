@@ -260,8 +260,8 @@ class Run:
 
     def report(self) -> dict:
         from .report import write_report
-        from .user_groups import popularity_ranks
-        return write_report(self.root, self.cfg, popularity_ranks(self.base)[self.base.eval_inputs("test")[1]])
+        from .user_groups import target_popularity
+        return write_report(self.root, self.cfg, target_popularity(self.base))
 
 
 def read_config(path: Path) -> LoopConfig:

@@ -47,15 +47,26 @@ def parse_edges(text: str, grouping: Grouping = HISTORY) -> list[int]:
     return edges
 
 
+def training_counts(data) -> np.ndarray:
+    """Each item id's interactions in the real training prefixes (validation and test
+    targets and synthetic rows not counted)."""
+    return np.bincount(np.concatenate([np.asarray(s) for s in data.train_sequences()] or [np.zeros(0, int)]),
+                       minlength=data.num_items)
+
+
 def popularity_ranks(data) -> np.ndarray:
-    """Each item id's rank by its interactions in the real training prefixes (validation
-    and test targets and synthetic rows not counted): 1 = the most, ties by id."""
-    counts = np.bincount(np.concatenate([np.asarray(s) for s in data.train_sequences()] or [np.zeros(0, int)]),
-                         minlength=data.num_items)
+    """Each item id's rank by its training interactions (`training_counts`): 1 = the most,
+    ties by id."""
+    counts = training_counts(data)
     ranks = np.empty(data.num_items, dtype=np.int64)
     ranks[np.argsort(-counts[1:], kind="stable") + 1] = np.arange(1, data.num_items)
     ranks[0] = data.num_items   # padding: never a target
     return ranks
+
+
+def target_popularity(data, split: str = "test") -> np.ndarray:
+    """The popularity rank of each user's `split` target."""
+    return popularity_ranks(data)[data.eval_inputs(split)[1]]
 
 
 def bucket_labels(edges: list[int]) -> list[str]:
@@ -99,15 +110,15 @@ def runs_test_ranks(roots: list[str], cfg: dict, iterations: int, say=print) -> 
 
 def group_values(grouping: Grouping, root: str, cfg: dict, history: np.ndarray) -> np.ndarray:
     """Each test user's value to bucket by: its history length or its target's popularity rank."""
-    return history if grouping == HISTORY else target_popularity(Path(root), cfg)
+    return history if grouping == HISTORY else run_target_popularity(Path(root), cfg)
 
 
-def target_popularity(root: Path, cfg: dict) -> np.ndarray:
+def run_target_popularity(root: Path, cfg: dict) -> np.ndarray:
     """The popularity rank of each test user's target in the data of loop run `root`."""
     from .checkpoint import load   # torch: only to read the item ids the run was trained with
     from .data import open_dataset
     ds = open_dataset(cfg["data"], max_len=cfg["max_len"], item_tokens=load(root / "iter0" / f"{cfg['student']}.pt")["item_tokens"])
-    return popularity_ranks(ds)[ds.eval_inputs("test")[1]]
+    return target_popularity(ds)
 
 
 def rank_again(path: Path, cfg: dict, say) -> tuple[np.ndarray, np.ndarray]:

@@ -111,7 +111,7 @@ def evaluate_cmd(
     """Full-ranking Recall/NDCG@5/10/20 and MRR of a checkpoint, history items excluded."""
     from .. import checkpoint
     from ..evaluate import rank_users
-    from ..user_groups import HISTORY, POPULARITY, metrics_by_group, parse_edges, popularity_ranks
+    from ..user_groups import HISTORY, POPULARITY, metrics_by_group, parse_edges, target_popularity
     from ..user_ranks import metrics_from_ranks
     groupings = [(g, parse_edges(text, g)) for g, text in ((HISTORY, by_length), (POPULARITY, by_popularity))
                  if text is not None]
@@ -125,7 +125,7 @@ def evaluate_cmd(
     ranks = rank_users(net, inputs, targets)
     m = metrics_from_ranks(ranks)
     title = f"{net.config.kind} on {ds.name} ({split})"
-    values = {HISTORY: [len(s) for s in inputs], POPULARITY: popularity_ranks(ds)[targets] if by_popularity else None}
+    values = {HISTORY: [len(s) for s in inputs], POPULARITY: target_popularity(ds, split) if by_popularity else None}
     for g, edges in groupings:
         m[g.section] = metrics_by_group(ranks, values[g], edges, g.key)
     if json_out:
